@@ -1,0 +1,105 @@
+"""Extracts bottleneck features from a frozen ImageNet network, once.
+
+Runs a keras.applications network in inference mode over both splits of a
+dataset and writes each split's features, labels, file names and class names to
+an HDF5 cache in --output_dir:
+
+  <network>_<dataset>[_<per_class>]_bottleneck_features_train.h5
+  <network>_<dataset>_bottleneck_features_validation.h5
+
+A cache already there with the same settings (fingerprint) is reused; one made
+with other settings is replaced only with --overwrite.
+
+Example:
+
+  extract_features --network=vgg16 --dataset_dir=data/cifar10 --per_class=100
+
+Datasets: a folder of class folders (optionally train/ + val/, validation/ or
+test/), CIFAR-10 python batches, MNIST IDX files, the GTSRB layout, an .npz with
+x/y, or Udacity pickles with --allow_pickle. Without --dataset_dir, the
+scikit-learn digits. Train a head on the result with feature_extraction.
+"""
+
+from absl import app
+from absl import flags
+
+from bin import cli
+from pipeline import datasets
+
+_NETWORKS_HELP = (
+    "vgg16, vgg19, resnet50/101/152, resnet50_v2/101_v2/152_v2, inception_v3, "
+    "inception_resnet_v2, xception, mobilenet, mobilenet_v2, mobilenet_v3_small/large, "
+    "densenet121/169/201, efficientnet_b0..b7, efficientnet_v2_b0..b3/s/m/l, nasnet_mobile/large, "
+    "convnext_tiny/small/base/large/xlarge; the lab's aliases vgg, resnet, inception"
+)
+
+_NETWORK = flags.DEFINE_string("network", None, f"Network: {_NETWORKS_HELP}.")
+_DATASET_DIR = flags.DEFINE_string(
+    "dataset_dir", None, "Dataset folder or file. Default: scikit-learn's bundled digits.")
+_DATASET = flags.DEFINE_string(
+    "dataset", None, "Dataset name used in the cache file names. Default: the folder's name.")
+_DATASET_FORMAT = flags.DEFINE_enum(
+    "dataset_format", None, datasets.FORMATS, "Dataset layout. Default: detected.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", ".", "Folder for the cache files.")
+_PER_CLASS = flags.DEFINE_integer(
+    "per_class", None, "Keep this many training examples per class (seeded). Default: all.",
+    lower_bound=1)
+_VALIDATION_SPLIT = flags.DEFINE_float(
+    "validation_split", 0.2, "Fraction held out for validation when the dataset has no "
+    "validation split.", lower_bound=0.0, upper_bound=1.0)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of --per_class and --validation_split.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per network call.", lower_bound=1)
+_WEIGHTS = flags.DEFINE_string(
+    "weights", "imagenet", "'imagenet', 'none' (random), or a path to a Keras weights file.")
+_POOLING = flags.DEFINE_enum(
+    "pooling", "avg", ["avg", "max", "none"], "Global pooling of the last block's (or --layer's) "
+    "spatial output.")
+_LAYER = flags.DEFINE_string(
+    "layer", None, "Take this layer's output instead, e.g. fc1 for VGG16's relu6 codes.")
+_INPUT_SIZE = flags.DEFINE_integer(
+    "input_size", None, "Resize images to this side. Default: the network's own.", lower_bound=1)
+_OVERWRITE = flags.DEFINE_boolean(
+    "overwrite", False, "Replace caches that were made with other settings.")
+_ALLOW_PICKLE = flags.DEFINE_boolean(
+    "allow_pickle", False, "Allow reading pickle files (CIFAR-10 python batches, Udacity "
+    "pickles). Loading a pickle can run code: use only files you trust.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
+    cli.quiet_tensorflow()
+    from features import extraction  # pylint: disable=g-import-not-at-top
+
+    results = cli.call(
+        "extract_features",
+        extraction.extract_features,
+        network=_NETWORK.value,
+        dataset_dir=_DATASET_DIR.value,
+        dataset=_DATASET.value,
+        output_dir=_OUTPUT_DIR.value,
+        per_class=_PER_CLASS.value,
+        batch_size=_BATCH_SIZE.value,
+        weights=_WEIGHTS.value,
+        pooling=_POOLING.value,
+        layer=_LAYER.value,
+        input_size=_INPUT_SIZE.value,
+        overwrite=_OVERWRITE.value,
+        dataset_format=_DATASET_FORMAT.value,
+        validation_split=_VALIDATION_SPLIT.value,
+        seed=_SEED.value,
+        allow_pickle=_ALLOW_PICKLE.value,
+    )
+    for result in results:
+        state = "reused" if result.reused else "written"
+        print(f"{result.split}: {result.path} ({result.num_samples} samples, {state})")
+
+
+def run():
+    """The `extract_features` console script."""
+    flags.mark_flags_as_required(["network"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,235 @@
+"""Stage two: train a head on a pair of cached splits and save what it learned."""
+
+import csv
+import json
+import os
+import time
+
+import numpy as np
+
+from classifiers import evaluation
+from classifiers import heads
+from pipeline import cache
+
+# Attributes that must agree between the training and the validation cache.
+_PAIRED_ATTRIBUTES = ("network", "weights", "weights_sha256", "layer", "pooling", "input_size",
+                      "preprocessing")
+
+
+def check_pair(train, validation):
+    """Refuses a train/validation pair whose features are not comparable.
+
+    Args:
+        train: the training `Cache`.
+        validation: the validation `Cache`.
+
+    Raises:
+        ValueError: the two differ in network, weights, layer, pooling, input
+            size, preprocessing, class names or feature shape; the message
+            names the attribute and both values.
+    """
+    pairs = [(name, getattr(train.metadata, name), getattr(validation.metadata, name))
+             for name in _PAIRED_ATTRIBUTES]
+    pairs.append(("class_names", list(train.class_names), list(validation.class_names)))
+    pairs.append(("feature shape", train.feature_shape, validation.feature_shape))
+    for name, mine, theirs in pairs:
+        if mine != theirs:
+            raise ValueError(
+                f"The training and validation caches differ in {name}: {mine!r} in {train.path}, "
+                f"{theirs!r} in {validation.path}. Expected both splits extracted with the same "
+                "extract_features settings; extract them again with one command."
+            )
+
+
+def default_output_dir(training_file, head):
+    """Returns `runs/<network>_<dataset>[_<N>]_<head>` for a training cache path."""
+    stem = os.path.basename(training_file)
+    for suffix in ("_bottleneck_features_train.h5", ".h5"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return os.path.join("runs", f"{stem}_{head}")
+
+
+def _write_json(path, payload):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _fit_keras(train, validation, head, epochs, batch_size, learning_rate, hidden_units, dropout,
+               l2, early_stopping, output_dir):
+    import keras  # pylint: disable=g-import-not-at-top
+
+    num_classes = len(train.class_names)
+    model = heads.build_keras_head(head, train.feature_shape, num_classes, hidden_units, dropout, l2)
+    metrics = ["accuracy"]
+    if num_classes >= 5:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=metrics,
+    )
+    callbacks = [keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"))]
+    if early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=early_stopping, restore_best_weights=True, verbose=1
+        ))
+    history = model.fit(
+        train.features, train.labels,
+        validation_data=(validation.features, validation.labels),
+        epochs=epochs, batch_size=batch_size, shuffle=True, callbacks=callbacks, verbose=2,
+    )
+    tmp = os.path.join(output_dir, "head.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, os.path.join(output_dir, "head.keras"))
+    probabilities = model.predict(validation.features, batch_size=batch_size, verbose=0)
+    train_probabilities = model.predict(train.features, batch_size=batch_size, verbose=0)
+    return probabilities, train_probabilities, len(history.epoch), "head.keras"
+
+
+def _fit_logreg(train, validation, l2, seed, output_dir):
+    import joblib  # pylint: disable=g-import-not-at-top
+
+    model = heads.build_logreg(l2=l2, seed=seed)
+    flat_train = train.features.reshape(len(train.features), -1)
+    model.fit(flat_train, train.labels)
+    # A class absent from the training split would shrink predict_proba's columns.
+    probabilities = np.zeros((len(validation.labels), len(train.class_names)))
+    probabilities[:, model.classes_] = model.predict_proba(
+        validation.features.reshape(len(validation.features), -1))
+    train_probabilities = np.zeros((len(train.labels), len(train.class_names)))
+    train_probabilities[:, model.classes_] = model.predict_proba(flat_train)
+    tmp = os.path.join(output_dir, "head.joblib.tmp")
+    joblib.dump(model, tmp)
+    os.replace(tmp, os.path.join(output_dir, "head.joblib"))
+    iterations = int(np.max(model[-1].n_iter_))
+    return probabilities, train_probabilities, iterations, "head.joblib"
+
+
+def _write_logreg_history(path, train_metrics, val_metrics):
+    row = {"epoch": 0, **{k.removeprefix("train_"): v for k, v in train_metrics.items()},
+           **val_metrics}
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow(row)
+
+
+def train_head(
+    training_file,
+    validation_file,
+    head="softmax",
+    epochs=50,
+    batch_size=256,
+    learning_rate=1e-3,
+    hidden_units=256,
+    dropout=0.5,
+    l2=0.0,
+    early_stopping=0,
+    seed=0,
+    output_dir=None,
+):
+    """Trains a head on cached features and writes it with its history and metrics.
+
+    Writes to `output_dir`: the head (`head.keras`, or `head.joblib` for
+    `logreg`), `history.csv` (one row per epoch), `metrics.json`
+    (`val_accuracy`, `val_loss`, `val_top5_accuracy` with 5+ classes, and the
+    settings) and `head_config.json` (the caches' network, weights, layer,
+    pooling, input size, preprocessing and class names).
+
+    Args:
+        training_file: a training split cache.
+        validation_file: a validation split cache of the same extraction.
+        head: one of `classifiers.heads.HEADS`.
+        epochs: passes over the training features (Keras heads).
+        batch_size: samples per gradient step (Keras heads).
+        learning_rate: Adam's learning rate (Keras heads).
+        hidden_units: width of the `mlp` hidden layer.
+        dropout: dropout rate of the `mlp` head.
+        l2: L2 penalty (Keras kernels; `C = 1 / l2` for `logreg`).
+        early_stopping: stop after this many epochs without a better
+            `val_loss` and keep the best weights; 0 to train every epoch.
+        seed: seed of weight initialization and shuffling.
+        output_dir: where to write; defaults to `runs/<cache stem>_<head>`.
+
+    Returns:
+        The metrics written to `metrics.json`, as a dict.
+
+    Raises:
+        ValueError: a bad argument, an invalid cache, or an incompatible pair.
+    """
+    heads.check_head(head)
+    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
+                             ("hidden_units", hidden_units, 1), ("early_stopping", early_stopping, 0)):
+        if value < low:
+            raise ValueError(f"Expected {name} >= {low}. Received: {name}={value}.")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"Expected dropout in [0, 1). Received: dropout={dropout}.")
+    if learning_rate <= 0 or l2 < 0:
+        raise ValueError(
+            f"Expected learning_rate > 0 and l2 >= 0. Received: learning_rate={learning_rate}, l2={l2}."
+        )
+    train = cache.read_cache(training_file)
+    validation = cache.read_cache(validation_file)
+    check_pair(train, validation)
+    output_dir = output_dir or default_output_dir(training_file, head)
+    os.makedirs(output_dir, exist_ok=True)
+
+    import keras  # pylint: disable=g-import-not-at-top
+
+    keras.utils.set_random_seed(seed)
+    started = time.perf_counter()
+    if head == "logreg":
+        probabilities, train_probabilities, epochs_run, head_file = _fit_logreg(
+            train, validation, l2, seed, output_dir)
+    else:
+        probabilities, train_probabilities, epochs_run, head_file = _fit_keras(
+            train, validation, head, epochs, batch_size, learning_rate, hidden_units, dropout, l2,
+            early_stopping, output_dir)
+    fit_seconds = time.perf_counter() - started
+    val_metrics = evaluation.evaluate(probabilities, validation.labels)
+    train_metrics = evaluation.evaluate(train_probabilities, train.labels, prefix="train_")
+    if head == "logreg":
+        _write_logreg_history(os.path.join(output_dir, "history.csv"), train_metrics, val_metrics)
+    results = {
+        **val_metrics,
+        **train_metrics,
+        "head": head,
+        "head_file": head_file,
+        "epochs_run": epochs_run,
+        "fit_seconds": round(fit_seconds, 3),
+        "num_classes": len(train.class_names),
+        "num_train": len(train.labels),
+        "num_validation": len(validation.labels),
+        "feature_shape": list(train.feature_shape),
+        "training_file": os.path.abspath(training_file),
+        "validation_file": os.path.abspath(validation_file),
+        "settings": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+                     "hidden_units": hidden_units, "dropout": dropout, "l2": l2,
+                     "early_stopping": early_stopping, "seed": seed},
+    }
+    _write_json(os.path.join(output_dir, "metrics.json"), results)
+    config = {key: getattr(train.metadata, key) for key in _PAIRED_ATTRIBUTES}
+    config.update(input_size=list(train.metadata.input_size), class_names=list(train.class_names),
+                  head=head, head_file=head_file, training_fingerprint=train.fingerprint)
+    _write_json(os.path.join(output_dir, "head_config.json"), config)
+    return {**results, "output_dir": output_dir}
+
+
+def format_summary(results):
+    """Returns a one-paragraph, human-readable summary of `train_head`'s results."""
+    top5 = results.get("val_top5_accuracy")
+    top5_text = f"  val_top5_accuracy={top5:.4f}" if top5 is not None else ""
+    return (
+        f"head={results['head']}  classes={results['num_classes']}  "
+        f"train={results['num_train']}  validation={results['num_validation']}  "
+        f"features={tuple(results['feature_shape'])}\n"
+        f"val_accuracy={results['val_accuracy']:.4f}{top5_text}  val_loss={results['val_loss']:.4f}  "
+        f"train_accuracy={results['train_accuracy']:.4f}\n"
+        f"epochs={results['epochs_run']}  fit={results['fit_seconds']:.2f} s  "
+        f"output_dir={results['output_dir']}"
+    )

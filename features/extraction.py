@@ -1,0 +1,222 @@
+"""Stage one: run a frozen network over a dataset once and cache its features."""
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+
+import numpy as np
+from absl import logging
+
+from features import networks
+from pipeline import cache
+from pipeline import datasets
+
+_VERSIONED_PACKAGES = ("bottleneck-cache", "tensorflow", "keras", "h5py", "numpy")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractionResult:
+    """What `extract_features` did for one split.
+
+    Attributes:
+        split: `"train"` or `"validation"`.
+        path: the cache file.
+        num_samples: rows in the cache.
+        reused: True if an identical cache was already there.
+    """
+
+    split: str
+    path: str
+    num_samples: int
+    reused: bool
+
+
+def library_versions():
+    """Returns a JSON object of the versions of the packages that shape features."""
+    versions = {}
+    for package in _VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return json.dumps(versions, sort_keys=True)
+
+
+def dataset_digest(split):
+    """Returns a SHA-256 over a split's class names, sample ids and labels."""
+    payload = json.dumps(
+        [list(split.class_names), list(split.ids), [int(v) for v in split.labels]],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def default_dataset_name(dataset_dir):
+    """Returns the dataset name implied by its folder or file (`"digits"` for none)."""
+    if not dataset_dir:
+        return "digits"
+    base = os.path.basename(os.path.normpath(dataset_dir))
+    return os.path.splitext(base)[0] if os.path.isfile(dataset_dir) else base
+
+
+def _check_name(kind, value):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]*", value or ""):
+        raise ValueError(
+            f"Expected --{kind} to be letters, digits, '.', '_' or '-' (it becomes part of the "
+            f"cache file names). Received: {kind}={value!r}."
+        )
+
+
+def _check_existing(path, metadata, overwrite):
+    """Returns True if `path` already holds the cache `metadata` describes.
+
+    Raises:
+        cache.CacheError: `path` holds another or an invalid cache and
+            `overwrite` is False.
+    """
+    if not os.path.exists(path):
+        return False
+    try:
+        existing, fingerprint = cache.read_metadata(path)
+    except cache.CacheError as error:
+        if overwrite:
+            return False
+        raise cache.CacheError(f"{error} (Or pass --overwrite to replace it.)") from None
+    if fingerprint == metadata.fingerprint():
+        return True
+    if overwrite:
+        return False
+    differences = "; ".join(f"{d} (existing != requested)" for d in existing.differences(metadata))
+    raise cache.CacheError(
+        f"{path} already holds a cache made with other settings: {differences}. "
+        "Pass --overwrite to replace it, or choose another --output_dir."
+    )
+
+
+def _batches(num_samples, batch_size):
+    return [(start, min(start + batch_size, num_samples)) for start in range(0, num_samples, batch_size)]
+
+
+def _extract_split(model, spec, split, input_size, batch_size, writer):
+    """Runs `model` over `split` in batches and writes every row.
+
+    Decoding the next batch overlaps with the network's work on this one.
+    """
+    from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
+
+    preprocess_input = spec.preprocess_input
+
+    def load(bounds):
+        start, stop = bounds
+        images = split.load(np.arange(start, stop), input_size).astype(np.float32)
+        return start, preprocess_input(images)
+
+    bounds = _batches(len(split), batch_size)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, tqdm.tqdm(
+        total=len(split), unit="img", desc=f"{spec.name} {split.name}"
+    ) as progress:
+        pending = pool.submit(load, bounds[0]) if bounds else None
+        for i in range(len(bounds)):
+            start, batch = pending.result()
+            if i + 1 < len(bounds):
+                pending = pool.submit(load, bounds[i + 1])
+            writer.write(start, np.asarray(model.predict_on_batch(batch)))
+            progress.update(len(batch))
+
+
+def extract_features(
+    network,
+    dataset_dir=None,
+    dataset=None,
+    output_dir=".",
+    per_class=None,
+    batch_size=64,
+    weights="imagenet",
+    pooling="avg",
+    layer=None,
+    input_size=None,
+    overwrite=False,
+    dataset_format=None,
+    validation_split=0.2,
+    seed=0,
+    allow_pickle=False,
+):
+    """Extracts and caches the bottleneck features of a dataset's two splits.
+
+    Writes `<network>_<dataset>[_<per_class>]_bottleneck_features_train.h5` and
+    `<network>_<dataset>_bottleneck_features_validation.h5` to `output_dir`. A
+    cache already there with the same fingerprint is reused; one with another
+    fingerprint is replaced only when `overwrite` is True.
+
+    Args:
+        network: a registry name or alias, e.g. `"vgg"` or `"mobilenet_v2"`.
+        dataset_dir: dataset folder or file; None for scikit-learn's digits.
+        dataset: dataset name for the file names; defaults to the folder name.
+        output_dir: where the caches go.
+        per_class: keep this many training examples per class (None: all).
+        batch_size: images per network call.
+        weights: `"imagenet"`, `"none"`, or a path to a weights file.
+        pooling: `"avg"`, `"max"` or `"none"`.
+        layer: take this layer's output instead of the last block's.
+        input_size: resize images to this side instead of the network's default.
+        overwrite: replace caches made with other settings.
+        dataset_format: one of `pipeline.datasets.FORMATS`, or None to detect.
+        validation_split: fraction held out when the dataset has no validation split.
+        seed: seed of the per-class selection and the validation split.
+        allow_pickle: allow loading pickle files (they can run code).
+
+    Returns:
+        A list of `ExtractionResult`, train first.
+
+    Raises:
+        ValueError: bad arguments, dataset or cache (`DatasetError`,
+            `NetworkError` and `CacheError` are `ValueError`s).
+    """
+    spec = networks.get_network(network)
+    size = networks.resolve_input_size(spec, input_size)
+    networks.check_pooling(pooling)
+    if batch_size < 1:
+        raise ValueError(f"Expected batch_size >= 1. Received: batch_size={batch_size}.")
+    if per_class is not None and per_class < 1:
+        raise ValueError(f"Expected per_class >= 1 (or unset for all). Received: per_class={per_class}.")
+    dataset = dataset or default_dataset_name(dataset_dir)
+    _check_name("dataset", dataset)
+    weights_id, weights_sha = networks.weights_identity(weights)
+    splits = datasets.prepare_splits(
+        dataset_dir, dataset_format=dataset_format, per_class=per_class,
+        validation_split=validation_split, seed=seed, allow_pickle=allow_pickle,
+    )
+    versions = library_versions()
+    plans = []
+    for name in cache.SPLITS:
+        split = splits[name]
+        metadata = cache.CacheMetadata(
+            network=spec.name, weights=weights_id, weights_sha256=weights_sha, layer=layer or "",
+            pooling=pooling, input_size=size, preprocessing=spec.preprocessing, dataset=dataset,
+            dataset_digest=dataset_digest(split), split=name, per_class=per_class or 0,
+            seed=seed, library_versions=versions,
+        )
+        path = os.path.join(output_dir, cache.cache_filename(network, dataset, name, per_class))
+        plans.append((split, metadata, path, _check_existing(path, metadata, overwrite)))
+
+    model = None
+    results = []
+    for split, metadata, path, reused in plans:
+        if reused:
+            logging.info("Reusing %s: same fingerprint %s.", path, metadata.fingerprint()[:12])
+        else:
+            if model is None:
+                model = networks.build_feature_model(spec, weights, pooling, layer, size)
+            feature_shape = tuple(model.output_shape[1:])
+            with cache.CacheWriter(
+                path, metadata, split.labels, split.ids, split.class_names, feature_shape
+            ) as writer:
+                _extract_split(model, spec, split, size, batch_size, writer)
+                writer.commit()
+            logging.info("Wrote %s: %d x %s features.", path, len(split), feature_shape)
+        results.append(ExtractionResult(split.name, path, len(split), reused))
+    return results

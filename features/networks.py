@@ -1,0 +1,292 @@
+"""The network registry: every `keras.applications` family, with its preprocessing.
+
+Each entry knows its Keras constructor, its default and minimum input size, its
+own `preprocess_input`, and the size of its pooled features, so that what a
+network needs travels with it into every cache it writes. Keras is imported only
+when a network is built, which keeps `--help` and the registry itself fast.
+"""
+
+import dataclasses
+import fnmatch
+import hashlib
+import importlib
+import os
+import re
+
+POOLINGS = ("avg", "max", "none")
+
+
+class NetworkError(ValueError):
+    """An unknown network, bad option, or weights that cannot be loaded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+    """What the registry knows of one network.
+
+    Attributes:
+        name: canonical name, e.g. `"mobilenet_v2"`.
+        constructor_name: the `keras.applications` constructor, e.g. `"MobileNetV2"`.
+        module_name: the `keras.applications` module whose `preprocess_input`
+            the network needs, e.g. `"mobilenet_v2"`.
+        input_size: default (ImageNet) input side, in pixels.
+        min_input_size: smallest input side Keras accepts.
+        feature_dim: channels of the pooled (`avg` or `max`) features.
+    """
+
+    name: str
+    constructor_name: str
+    module_name: str
+    input_size: int
+    min_input_size: int
+    feature_dim: int
+
+    @property
+    def constructor(self):
+        """The Keras constructor, e.g. `keras.applications.MobileNetV2`."""
+        return getattr(importlib.import_module("keras.applications"), self.constructor_name)
+
+    @property
+    def preprocess_input(self):
+        """The network's own `keras.applications.<module>.preprocess_input`."""
+        module = importlib.import_module(f"keras.applications.{self.module_name}")
+        return module.preprocess_input
+
+    @property
+    def preprocessing(self):
+        """A description of the preprocessing, recorded in every cache."""
+        return f"rgb; resize=bilinear; keras.applications.{self.module_name}.preprocess_input"
+
+
+def _spec(name, constructor_name, module_name, input_size, feature_dim, min_input_size=32):
+    return NetworkSpec(name, constructor_name, module_name, input_size, min_input_size, feature_dim)
+
+
+def _registry():
+    specs = [
+        _spec("vgg16", "VGG16", "vgg16", 224, 512),
+        _spec("vgg19", "VGG19", "vgg19", 224, 512),
+        _spec("resnet50", "ResNet50", "resnet", 224, 2048),
+        _spec("resnet101", "ResNet101", "resnet", 224, 2048),
+        _spec("resnet152", "ResNet152", "resnet", 224, 2048),
+        _spec("resnet50_v2", "ResNet50V2", "resnet_v2", 224, 2048),
+        _spec("resnet101_v2", "ResNet101V2", "resnet_v2", 224, 2048),
+        _spec("resnet152_v2", "ResNet152V2", "resnet_v2", 224, 2048),
+        _spec("inception_v3", "InceptionV3", "inception_v3", 299, 2048, min_input_size=75),
+        _spec(
+            "inception_resnet_v2", "InceptionResNetV2", "inception_resnet_v2", 299, 1536,
+            min_input_size=75,
+        ),
+        _spec("xception", "Xception", "xception", 299, 2048, min_input_size=71),
+        _spec("mobilenet", "MobileNet", "mobilenet", 224, 1024),
+        _spec("mobilenet_v2", "MobileNetV2", "mobilenet_v2", 224, 1280),
+        _spec("mobilenet_v3_small", "MobileNetV3Small", "mobilenet_v3", 224, 576),
+        _spec("mobilenet_v3_large", "MobileNetV3Large", "mobilenet_v3", 224, 960),
+        _spec("densenet121", "DenseNet121", "densenet", 224, 1024),
+        _spec("densenet169", "DenseNet169", "densenet", 224, 1664),
+        _spec("densenet201", "DenseNet201", "densenet", 224, 1920),
+        _spec("nasnet_mobile", "NASNetMobile", "nasnet", 224, 1056),
+        _spec("nasnet_large", "NASNetLarge", "nasnet", 331, 4032),
+        _spec("convnext_tiny", "ConvNeXtTiny", "convnext", 224, 768),
+        _spec("convnext_small", "ConvNeXtSmall", "convnext", 224, 768),
+        _spec("convnext_base", "ConvNeXtBase", "convnext", 224, 1024),
+        _spec("convnext_large", "ConvNeXtLarge", "convnext", 224, 1536),
+        _spec("convnext_xlarge", "ConvNeXtXLarge", "convnext", 224, 2048),
+    ]
+    efficientnet = [(224, 1280), (240, 1280), (260, 1408), (300, 1536),
+                    (380, 1792), (456, 2048), (528, 2304), (600, 2560)]
+    for i, (size, dim) in enumerate(efficientnet):
+        specs.append(_spec(f"efficientnet_b{i}", f"EfficientNetB{i}", "efficientnet", size, dim))
+    efficientnet_v2 = [("B0", 224, 1280), ("B1", 240, 1280), ("B2", 260, 1408), ("B3", 300, 1536),
+                       ("S", 384, 1280), ("M", 480, 1280), ("L", 480, 1280)]
+    for variant, size, dim in efficientnet_v2:
+        specs.append(_spec(
+            f"efficientnet_v2_{variant.lower()}", f"EfficientNetV2{variant}", "efficientnet_v2",
+            size, dim,
+        ))
+    return {spec.name: spec for spec in specs}
+
+
+# The Udacity lab's short names.
+ALIASES = {"vgg": "vgg16", "resnet": "resnet50", "inception": "inception_v3"}
+
+
+def _normalize(name):
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def list_networks(pattern="*"):
+    """Lists canonical network names matching a shell-style pattern.
+
+    Args:
+        pattern: e.g. `"resnet*"`.
+
+    Returns:
+        Sorted names.
+    """
+    return sorted(name for name in _registry() if fnmatch.fnmatch(name, pattern.lower()))
+
+
+def get_network(name):
+    """Looks a network up by canonical name, Keras class name or lab alias.
+
+    `"mobilenet_v2"`, `"MobileNetV2"` and `"mobilenetv2"` name the same network;
+    `"vgg"`, `"resnet"` and `"inception"` are the lab's aliases.
+
+    Args:
+        name: the network's name.
+
+    Returns:
+        A `NetworkSpec`.
+
+    Raises:
+        NetworkError: the name is unknown; the message lists the valid names.
+    """
+    registry = _registry()
+    wanted = ALIASES.get(name.lower(), name)
+    by_key = {_normalize(spec.name): spec for spec in registry.values()}
+    spec = by_key.get(_normalize(wanted))
+    if spec is None:
+        raise NetworkError(
+            f"Unknown network {name!r}. Expected one of: {', '.join(sorted(registry))} "
+            f"(or the aliases {', '.join(sorted(ALIASES))})."
+        )
+    return spec
+
+
+def check_pooling(pooling):
+    """Raises `NetworkError` unless `pooling` is one of `POOLINGS`."""
+    if pooling not in POOLINGS:
+        raise NetworkError(f"Expected pooling to be one of {POOLINGS}. Received: pooling={pooling!r}.")
+
+
+def resolve_input_size(spec, input_size=None):
+    """Returns the `(height, width)` images are resized to for `spec`.
+
+    Args:
+        spec: a `NetworkSpec`.
+        input_size: a side in pixels overriding the network's default, or None.
+
+    Raises:
+        NetworkError: `input_size` is below the network's minimum.
+    """
+    size = spec.input_size if input_size is None else int(input_size)
+    if size < spec.min_input_size:
+        raise NetworkError(
+            f"{spec.name} needs inputs of at least {spec.min_input_size}x{spec.min_input_size} "
+            f"pixels. Received: input_size={size}. Pass --input_size={spec.min_input_size} or larger."
+        )
+    return (size, size)
+
+
+def weights_identity(weights):
+    """Returns `(identity, sha256)` recorded in a cache for a weights option.
+
+    Args:
+        weights: `"imagenet"`, `"none"`, or a path to a weights file.
+
+    Raises:
+        NetworkError: a path that does not exist.
+    """
+    if weights in ("imagenet", "none"):
+        return weights, ""
+    if not os.path.isfile(weights):
+        raise NetworkError(
+            f"Expected --weights to be 'imagenet', 'none', or a path to a weights file. "
+            f"Received: {weights!r}, which is not a file."
+        )
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"file:{os.path.basename(weights)}", digest.hexdigest()
+
+
+def _keras_models_dir():
+    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return os.path.join(home, "models")
+
+
+def _download_error(spec, error):
+    match = re.search(r"(https?://\S+?\.h5)", str(error))
+    url = match.group(1) if match else "(its URL)"
+    filename = os.path.basename(url) if match else f"the {spec.constructor_name} weights file"
+    return NetworkError(
+        f"Could not download the ImageNet weights for {spec.name}: Keras wanted {filename} from "
+        f"{url} ({error}). Either put that file at "
+        f"{os.path.join(_keras_models_dir(), filename)} (Keras looks there before downloading), "
+        f"or pass --weights=PATH with a {spec.constructor_name} weights file, e.g. one saved "
+        "with model.save_weights()."
+    )
+
+
+def _construct(spec, weights, include_top, pooling, input_size):
+    kwargs = {"weights": None if weights == "none" else weights, "include_top": include_top}
+    if include_top:
+        # Keras builds the classifier top only at the ImageNet input size.
+        kwargs["input_shape"] = (spec.input_size, spec.input_size, 3)
+    else:
+        kwargs["input_shape"] = (*input_size, 3)
+        kwargs["pooling"] = None if pooling == "none" else pooling
+    try:
+        return spec.constructor(**kwargs)
+    except Exception as error:  # Keras raises a bare Exception on a failed download.
+        if weights == "imagenet" and "URL fetch failure" in str(error):
+            raise _download_error(spec, error) from None
+        if weights not in ("imagenet", "none"):
+            raise NetworkError(
+                f"Could not load weights from {weights} into {spec.constructor_name}("
+                f"include_top={include_top}): {error}. Expected a Keras weights file saved "
+                f"from that architecture{' without its top' if not include_top else ''}."
+            ) from None
+        raise NetworkError(f"Could not build {spec.constructor_name}: {error}") from None
+
+
+def build_feature_model(spec, weights="imagenet", pooling="avg", layer=None, input_size=None):
+    """Builds the frozen network that maps preprocessed images to features.
+
+    Args:
+        spec: a `NetworkSpec`.
+        weights: `"imagenet"`, `"none"` (random), or a path to a weights file.
+        pooling: `"avg"`, `"max"` or `"none"`, applied to the last convolutional
+            block when `layer` is None.
+        layer: name of a layer whose output to take instead (e.g. VGG16's
+            `"fc1"`, which needs the classifier top and the 224 input size).
+            A spatial `(batch, h, w, c)` output is pooled by `pooling` too.
+        input_size: `(height, width)`, or None for the network's default.
+
+    Returns:
+        A non-trainable `keras.Model` from `(batch, height, width, 3)`
+        preprocessed float32 images to `(batch, *feature_shape)` features.
+
+    Raises:
+        NetworkError: bad pooling, unknown layer, or weights that cannot be
+            downloaded or loaded.
+    """
+    import keras  # pylint: disable=g-import-not-at-top
+
+    check_pooling(pooling)
+    input_size = input_size or (spec.input_size, spec.input_size)
+    base = _construct(spec, weights, include_top=False, pooling=pooling, input_size=input_size)
+    if layer:
+        names = [l.name for l in base.layers]
+        if layer not in names:
+            if input_size != (spec.input_size, spec.input_size):
+                raise NetworkError(
+                    f"Layer {layer!r} is not in {spec.name} without its top, and the top "
+                    f"needs the ImageNet input size {spec.input_size}. Received: "
+                    f"input_size={input_size[0]}. Drop --input_size or pick another layer."
+                )
+            base = _construct(spec, weights, include_top=True, pooling=pooling, input_size=input_size)
+            names = [l.name for l in base.layers]
+        if layer not in names:
+            raise NetworkError(
+                f"{spec.name} has no layer named {layer!r}. Expected one of: {', '.join(names)}."
+            )
+        outputs = base.get_layer(layer).output
+        if len(outputs.shape) == 4 and pooling != "none":
+            pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
+            outputs = pool[pooling](name=f"{pooling}_pool_{layer}")(outputs)
+        base = keras.Model(base.inputs, outputs, name=f"{spec.name}_{layer}")
+    base.trainable = False
+    return base

@@ -1,0 +1,438 @@
+"""The bottleneck cache: one HDF5 file per split, self-describing and validated.
+
+This is the only module that imports h5py. A cache file holds:
+
+* `features`: float32 `(num_samples, *feature_shape)`, chunked by rows.
+* `labels`: int64 `(num_samples,)`, each in `[0, num_classes)`.
+* `filenames`: UTF-8 strings `(num_samples,)`, the id of each sample's source.
+* `class_names`: UTF-8 strings `(num_classes,)`; `labels` index into it.
+
+and, as root attributes, `format` (`"bottleneck-cache"`), `format_version`, the
+settings that produced the features (`CacheMetadata`), `complete`, and
+`fingerprint`, a SHA-256 of the settings. Files are written to a temporary file
+in the target's folder that replaces the target only once every row is written.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+
+import h5py
+import numpy as np
+
+FORMAT_NAME = "bottleneck-cache"
+FORMAT_VERSION = 1
+SPLITS = ("train", "validation")
+# Rows per HDF5 chunk aim at about 1 MiB (h5py's advice: 10 KiB to 1 MiB).
+_CHUNK_BYTES = 1 << 20
+# Rows checked for finite values per read while validating: bounds memory.
+_VALIDATE_ROWS = 4096
+_STRING = h5py.string_dtype(encoding="utf-8")
+
+
+class CacheError(ValueError):
+    """A cache file is missing, malformed, incomplete or does not match."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheMetadata:
+    """Everything that determines the features in a cache file.
+
+    Attributes:
+        network: canonical registry name, e.g. `"mobilenet_v2"`.
+        weights: `"imagenet"`, `"none"`, or `"file:<basename>"`.
+        weights_sha256: SHA-256 of the weights file, or `""`.
+        layer: name of the layer whose output was taken, or `""` for the
+            network's own output (`include_top=False` plus `pooling`).
+        pooling: `"avg"`, `"max"` or `"none"`.
+        input_size: `(height, width)` images were resized to.
+        preprocessing: how pixels became network input, e.g.
+            `"rgb; resize=bilinear; keras.applications.vgg16.preprocess_input"`.
+        dataset: dataset name, e.g. `"cifar10"`.
+        dataset_digest: SHA-256 over the class names, sample ids and labels.
+        split: `"train"` or `"validation"`.
+        per_class: examples kept per class, 0 for all.
+        seed: seed of the per-class selection and validation split.
+        library_versions: JSON object of package versions.
+    """
+
+    network: str
+    weights: str
+    weights_sha256: str
+    layer: str
+    pooling: str
+    input_size: tuple
+    preprocessing: str
+    dataset: str
+    dataset_digest: str
+    split: str
+    per_class: int
+    seed: int
+    library_versions: str
+
+    def to_attrs(self):
+        """Returns the metadata as a dict of HDF5-storable attribute values."""
+        attrs = dataclasses.asdict(self)
+        attrs["input_size"] = np.asarray(self.input_size, dtype=np.int64)
+        return attrs
+
+    @classmethod
+    def from_attrs(cls, attrs, path):
+        """Builds metadata from a file's root attributes.
+
+        Raises:
+            CacheError: an attribute is missing.
+        """
+        values = {}
+        for field in dataclasses.fields(cls):
+            if field.name not in attrs:
+                raise CacheError(
+                    f"{path} is not a valid bottleneck cache: attribute `{field.name}` is "
+                    f"missing. Expected every attribute of format version {FORMAT_VERSION}: "
+                    f"{', '.join(f.name for f in dataclasses.fields(cls))}. Extract it again "
+                    "with extract_features --overwrite."
+                )
+            value = attrs[field.name]
+            if isinstance(value, bytes):
+                value = value.decode("utf-8")
+            elif isinstance(value, np.ndarray):
+                value = tuple(int(v) for v in value)
+            elif isinstance(value, np.integer):
+                value = int(value)
+            values[field.name] = value
+        return cls(**values)
+
+    def fingerprint(self):
+        """Returns the SHA-256 hex digest of every field, canonically encoded."""
+        payload = dataclasses.asdict(self)
+        payload["input_size"] = list(self.input_size)
+        payload["format_version"] = FORMAT_VERSION
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def differences(self, other):
+        """Lists the fields that differ from `other` as `name: mine != theirs`."""
+        return [
+            f"{field.name}: {getattr(self, field.name)!r} != {getattr(other, field.name)!r}"
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) != getattr(other, field.name)
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cache:
+    """A validated cache file, loaded into memory.
+
+    Attributes:
+        path: the file it was read from.
+        metadata: the settings that produced it.
+        features: float32 `(num_samples, *feature_shape)`.
+        labels: int64 `(num_samples,)`.
+        filenames: `(num_samples,)` sample ids.
+        class_names: `(num_classes,)` names; `labels` index into it.
+        fingerprint: the file's fingerprint.
+    """
+
+    path: str
+    metadata: CacheMetadata
+    features: np.ndarray
+    labels: np.ndarray
+    filenames: tuple
+    class_names: tuple
+    fingerprint: str
+
+    @property
+    def feature_shape(self):
+        """The shape of one sample's features."""
+        return tuple(self.features.shape[1:])
+
+
+def cache_filename(network, dataset, split, per_class=None):
+    """Returns the lab's file name for a split's cache.
+
+    `per_class` appears only in the training file's name, as in the Udacity lab
+    (`vgg_cifar10_100_bottleneck_features_train`), since the validation split is
+    always kept whole.
+
+    Args:
+        network: the network name as the user gave it, e.g. `"vgg"`.
+        dataset: the dataset name, e.g. `"cifar10"`.
+        split: `"train"` or `"validation"`.
+        per_class: examples per class in the training split, or None.
+
+    Returns:
+        e.g. `"vgg_cifar10_100_bottleneck_features_train.h5"`.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"Expected split to be one of {SPLITS}. Received: split={split!r}")
+    parts = [network.lower(), dataset]
+    if per_class and split == "train":
+        parts.append(str(per_class))
+    return "_".join(parts) + f"_bottleneck_features_{split}.h5"
+
+
+def _chunk_rows(feature_shape):
+    row_bytes = 4 * int(np.prod(feature_shape, dtype=np.int64))
+    return max(1, min(4096, _CHUNK_BYTES // max(row_bytes, 1)))
+
+
+class CacheWriter:
+    """Writes a cache file row block by row block, atomically.
+
+    Rows go to a temporary file in the target's folder; `commit()` marks it
+    complete and renames it over `path`. If the writer is closed without a
+    commit (an exception inside the `with` block), the temporary file is
+    removed and `path` is left as it was.
+
+    Example:
+
+    ```python
+    with CacheWriter(path, metadata, labels, filenames, class_names, (512,)) as writer:
+        for start, block in blocks:
+            writer.write(start, block)
+        writer.commit()
+    ```
+    """
+
+    def __init__(self, path, metadata, labels, filenames, class_names, feature_shape):
+        """Opens the temporary file and writes everything but the features.
+
+        Args:
+            path: the final cache path.
+            metadata: a `CacheMetadata`.
+            labels: `(num_samples,)` integer labels.
+            filenames: `(num_samples,)` sample ids.
+            class_names: `(num_classes,)` class names.
+            feature_shape: the shape of one sample's features.
+        """
+        labels = np.asarray(labels, dtype=np.int64)
+        _check_labels(labels, len(class_names), path)
+        if len(filenames) != len(labels):
+            raise CacheError(
+                f"Expected one filename per label. Received: {len(filenames)} filenames "
+                f"and {len(labels)} labels for {path}."
+            )
+        self.path = os.fspath(path)
+        self.num_samples = len(labels)
+        self._rows_written = 0
+        self._committed = False
+        folder = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(folder, exist_ok=True)
+        fd, self._tmp_path = tempfile.mkstemp(
+            prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=folder
+        )
+        os.close(fd)
+        try:
+            # mkstemp creates the file 0600; give the cache the mode a plain open() would.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self._tmp_path, 0o666 & ~umask)
+            self._file = h5py.File(self._tmp_path, "w")
+            self._write_header(metadata, labels, filenames, class_names, tuple(feature_shape))
+        except BaseException:
+            self._discard()
+            raise
+
+    def _write_header(self, metadata, labels, filenames, class_names, feature_shape):
+        f = self._file
+        f.attrs["format"] = FORMAT_NAME
+        f.attrs["format_version"] = FORMAT_VERSION
+        for key, value in metadata.to_attrs().items():
+            f.attrs[key] = value
+        f.attrs["fingerprint"] = metadata.fingerprint()
+        f.attrs["complete"] = False
+        f.create_dataset(
+            "features", shape=(self.num_samples, *feature_shape), dtype=np.float32,
+            chunks=(_chunk_rows(feature_shape), *feature_shape), maxshape=(None, *feature_shape),
+        )
+        f.create_dataset("labels", data=labels)
+        f.create_dataset("filenames", data=np.asarray(list(filenames), dtype=object), dtype=_STRING)
+        f.create_dataset(
+            "class_names", data=np.asarray(list(class_names), dtype=object), dtype=_STRING
+        )
+
+    def write(self, start, features):
+        """Writes rows `[start, start + len(features))`.
+
+        Args:
+            start: index of the first row.
+            features: `(num_rows, *feature_shape)` array.
+        """
+        features = np.asarray(features, dtype=np.float32)
+        stop = start + len(features)
+        if start < 0 or stop > self.num_samples:
+            raise CacheError(
+                f"Expected rows within [0, {self.num_samples}). Received: rows [{start}, {stop})."
+            )
+        self._file["features"][start:stop] = features
+        self._rows_written += len(features)
+
+    def commit(self):
+        """Marks the file complete and moves it over the target path."""
+        if self._rows_written != self.num_samples:
+            raise CacheError(
+                f"Expected {self.num_samples} feature rows for {self.path}. "
+                f"Received: {self._rows_written}."
+            )
+        self._file.attrs["complete"] = True
+        self._file.close()
+        os.replace(self._tmp_path, self.path)
+        self._committed = True
+
+    def _discard(self):
+        file = getattr(self, "_file", None)
+        if file is not None and file.id.valid:
+            file.close()
+        if os.path.exists(self._tmp_path):
+            os.remove(self._tmp_path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if not self._committed:
+            self._discard()
+        return False
+
+
+def _check_labels(labels, num_classes, path):
+    if labels.ndim != 1:
+        raise CacheError(f"Expected labels of shape (num_samples,) in {path}. Received: {labels.shape}.")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
+        raise CacheError(
+            f"Expected labels in [0, {num_classes}) (one per class name) in {path}. "
+            f"Received: label {bad}. The file is corrupt or was not written by "
+            "extract_features; extract it again with --overwrite."
+        )
+
+
+def _open(path):
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CacheError(
+            f"Cache file {path} does not exist. Expected a file written by extract_features, "
+            "e.g. <network>_<dataset>_bottleneck_features_train.h5."
+        )
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise CacheError(
+            f"{path} is not a readable HDF5 file ({error}). It may be truncated or corrupt; "
+            "extract it again with extract_features --overwrite."
+        ) from None
+
+
+def _check_header(f, path):
+    name = f.attrs.get("format")
+    if isinstance(name, bytes):
+        name = name.decode("utf-8")
+    if name != FORMAT_NAME:
+        raise CacheError(
+            f"{path} is not a bottleneck cache: expected attribute format={FORMAT_NAME!r}. "
+            f"Received: format={name!r}. Write caches with extract_features."
+        )
+    version = f.attrs.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CacheError(
+            f"{path} has cache format version {version}; this version of bottleneck-cache "
+            f"reads version {FORMAT_VERSION}. Extract it again with extract_features --overwrite."
+        )
+    if not bool(f.attrs.get("complete", False)):
+        raise CacheError(
+            f"{path} is incomplete: its extraction did not finish. Run the same "
+            "extract_features command again to finish it."
+        )
+    for key in ("features", "labels", "filenames", "class_names"):
+        if key not in f:
+            raise CacheError(
+                f"{path} is not a valid bottleneck cache: dataset `{key}` is missing. "
+                "Extract it again with extract_features --overwrite."
+            )
+    metadata = CacheMetadata.from_attrs(f.attrs, path)
+    stored = f.attrs.get("fingerprint")
+    if isinstance(stored, bytes):
+        stored = stored.decode("utf-8")
+    if stored != metadata.fingerprint():
+        raise CacheError(
+            f"{path} has a fingerprint that does not match its attributes (stored {stored}, "
+            f"computed {metadata.fingerprint()}): its metadata was edited or corrupted. "
+            "Extract it again with extract_features --overwrite."
+        )
+    return metadata
+
+
+def read_metadata(path):
+    """Reads and checks a cache file's header, without loading its features.
+
+    Args:
+        path: a cache file.
+
+    Returns:
+        `(metadata, fingerprint)`.
+
+    Raises:
+        CacheError: the file is missing, not a cache, of another format
+            version, incomplete, or its attributes do not match its fingerprint.
+    """
+    with _open(path) as f:
+        metadata = _check_header(f, path)
+        return metadata, metadata.fingerprint()
+
+
+def read_cache(path):
+    """Reads a cache file into memory, validating it on the way.
+
+    Args:
+        path: a cache file.
+
+    Returns:
+        A `Cache`.
+
+    Raises:
+        CacheError: the file fails any check of `read_metadata`, its datasets
+            disagree in length, a label is out of range, or a feature is NaN or
+            infinite.
+    """
+    path = os.fspath(path)
+    with _open(path) as f:
+        metadata = _check_header(f, path)
+        class_names = tuple(_strings(f["class_names"][()]))
+        labels = np.asarray(f["labels"][()], dtype=np.int64)
+        filenames = tuple(_strings(f["filenames"][()]))
+        dataset = f["features"]
+        lengths = {"features": dataset.shape[0], "labels": len(labels), "filenames": len(filenames)}
+        if len(set(lengths.values())) != 1:
+            raise CacheError(
+                f"{path} is corrupt: expected `features`, `labels` and `filenames` to have "
+                f"one row per sample. Received lengths {lengths}. Extract it again with "
+                "extract_features --overwrite."
+            )
+        _check_labels(labels, len(class_names), path)
+        features = np.empty(dataset.shape, dtype=np.float32)
+        for start in range(0, len(features), _VALIDATE_ROWS):
+            block = dataset[start : start + _VALIDATE_ROWS]
+            if not np.isfinite(block).all():
+                row = start + int(np.argwhere(~np.isfinite(block.reshape(len(block), -1)))[0, 0])
+                raise CacheError(
+                    f"{path} holds a non-finite feature (NaN or inf) in row {row} "
+                    f"({filenames[row]}). Expected finite values; extract it again with "
+                    "extract_features --overwrite."
+                )
+            features[start : start + len(block)] = block
+    return Cache(
+        path=path,
+        metadata=metadata,
+        features=features,
+        labels=labels,
+        filenames=filenames,
+        class_names=class_names,
+        fingerprint=metadata.fingerprint(),
+    )
+
+
+def _strings(values):
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+

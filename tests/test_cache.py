@@ -1,0 +1,197 @@
+"""Tests of the HDF5 cache format: round trip, atomic writes, and every validation error."""
+
+import dataclasses
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline import cache
+
+
+def make_metadata(**overrides):
+    values = dict(
+        network="vgg16", weights="none", weights_sha256="", layer="", pooling="avg",
+        input_size=(32, 32), preprocessing="rgb; resize=bilinear; keras.applications.vgg16.preprocess_input",
+        dataset="shapes", dataset_digest="abc", split="train", per_class=0, seed=0,
+        library_versions='{"keras": "3"}',
+    )
+    values.update(overrides)
+    return cache.CacheMetadata(**values)
+
+
+def write_cache(path, num_samples=10, feature_shape=(4,), num_classes=3, block=3, metadata=None):
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(num_samples, *feature_shape)).astype(np.float32)
+    labels = np.arange(num_samples) % num_classes
+    filenames = [f"img_{i}.jpg" for i in range(num_samples)]
+    class_names = [f"class_{i}" for i in range(num_classes)]
+    with cache.CacheWriter(path, metadata or make_metadata(), labels, filenames, class_names,
+                           feature_shape) as writer:
+        for start in range(0, num_samples, block):
+            writer.write(start, features[start:start + block])
+        writer.commit()
+    return features, labels, filenames, class_names
+
+
+def test_round_trip(tmp_path):
+    path = str(tmp_path / "a.h5")
+    features, labels, filenames, class_names = write_cache(path, feature_shape=(2, 2, 3))
+    loaded = cache.read_cache(path)
+    np.testing.assert_array_equal(loaded.features, features)
+    np.testing.assert_array_equal(loaded.labels, labels)
+    assert loaded.filenames == tuple(filenames)
+    assert loaded.class_names == tuple(class_names)
+    assert loaded.metadata == make_metadata()
+    assert loaded.feature_shape == (2, 2, 3)
+    assert loaded.fingerprint == make_metadata().fingerprint()
+    assert cache.read_metadata(path) == (make_metadata(), make_metadata().fingerprint())
+
+
+def test_readable_with_plain_h5py(tmp_path):
+    path = str(tmp_path / "a.h5")
+    features, _, _, _ = write_cache(path)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format"] == "bottleneck-cache"
+        assert f.attrs["format_version"] == cache.FORMAT_VERSION
+        assert f.attrs["network"] == "vgg16"
+        assert list(f.attrs["input_size"]) == [32, 32]
+        assert bool(f.attrs["complete"])
+        np.testing.assert_array_equal(f["features"][()], features)
+        assert f["class_names"].asstr()[0] == "class_0"
+        assert f["features"].chunks is not None
+
+
+def test_fingerprint_covers_every_field():
+    base = make_metadata()
+    for field in dataclasses.fields(base):
+        value = getattr(base, field.name)
+        changed = (9, 9) if field.name == "input_size" else (value + 1 if isinstance(value, int)
+                                                              else value + "x")
+        assert make_metadata(**{field.name: changed}).fingerprint() != base.fingerprint(), field.name
+
+
+def test_differences_names_fields():
+    assert make_metadata().differences(make_metadata(network="resnet50", seed=1)) == [
+        "network: 'vgg16' != 'resnet50'", "seed: 0 != 1"]
+
+
+@pytest.mark.parametrize("split, per_class, expected", [
+    ("train", 100, "vgg_cifar10_100_bottleneck_features_train.h5"),
+    ("validation", 100, "vgg_cifar10_bottleneck_features_validation.h5"),
+    ("train", None, "vgg_cifar10_bottleneck_features_train.h5"),
+])
+def test_cache_filename_follows_the_lab(split, per_class, expected):
+    assert cache.cache_filename("VGG", "cifar10", split, per_class) == expected
+
+
+def test_cache_filename_rejects_unknown_split():
+    with pytest.raises(ValueError, match="Expected split to be one of"):
+        cache.cache_filename("vgg", "cifar10", "test")
+
+
+def test_failed_write_leaves_target_and_no_temporary(tmp_path):
+    path = str(tmp_path / "a.h5")
+    features, _, _, _ = write_cache(path)
+    with pytest.raises(RuntimeError, match="boom"):
+        with cache.CacheWriter(path, make_metadata(seed=5), [0, 1], ["a", "b"], ["x", "y"],
+                               (4,)) as writer:
+            writer.write(0, np.ones((1, 4)))
+            raise RuntimeError("boom")
+    np.testing.assert_array_equal(cache.read_cache(path).features, features)
+    assert os.listdir(tmp_path) == ["a.h5"]
+
+
+def test_commit_refuses_missing_rows(tmp_path):
+    path = str(tmp_path / "a.h5")
+    with pytest.raises(cache.CacheError, match=r"Expected 2 feature rows .* Received: 1"):
+        with cache.CacheWriter(path, make_metadata(), [0, 1], ["a", "b"], ["x", "y"], (4,)) as writer:
+            writer.write(0, np.ones((1, 4)))
+            writer.commit()
+    assert not os.listdir(tmp_path)
+
+
+def test_writer_rejects_rows_out_of_range(tmp_path):
+    with cache.CacheWriter(str(tmp_path / "a.h5"), make_metadata(), [0, 1], ["a", "b"], ["x", "y"],
+                           (4,)) as writer:
+        with pytest.raises(cache.CacheError, match=r"Expected rows within \[0, 2\). Received: rows \[1, 3\)"):
+            writer.write(1, np.ones((2, 4)))
+
+
+def test_writer_rejects_bad_labels_and_filenames(tmp_path):
+    with pytest.raises(cache.CacheError, match=r"Expected labels in \[0, 2\).*Received: label 2"):
+        cache.CacheWriter(str(tmp_path / "a.h5"), make_metadata(), [0, 2], ["a", "b"], ["x", "y"], (4,))
+    with pytest.raises(cache.CacheError, match="Expected one filename per label"):
+        cache.CacheWriter(str(tmp_path / "a.h5"), make_metadata(), [0, 1], ["a"], ["x", "y"], (4,))
+    assert not os.listdir(tmp_path)
+
+
+def test_written_file_is_not_private(tmp_path):
+    path = str(tmp_path / "a.h5")
+    write_cache(path)
+    assert os.stat(path).st_mode & 0o044  # readable by group or others under a usual umask
+
+
+def edit(path, function):
+    with h5py.File(path, "a") as f:
+        function(f)
+
+
+def _set_attr(name, value):
+    return lambda f: f.attrs.__setitem__(name, value)
+
+
+def _replace_dataset(name, data):
+    def function(f):
+        del f[name]
+        f[name] = data
+    return function
+
+
+@pytest.mark.parametrize("corruption, message", [
+    (_set_attr("format", "something-else"), "is not a bottleneck cache: expected attribute format"),
+    (_set_attr("format_version", 99), "has cache format version 99; this version of bottleneck-cache reads version 1"),
+    (_set_attr("complete", False), "is incomplete: its extraction did not finish. Run the same extract_features"),
+    (lambda f: f.__delitem__("labels"), "dataset `labels` is missing"),
+    (lambda f: f.attrs.__delitem__("pooling"), "attribute `pooling` is missing"),
+    (_set_attr("network", "resnet50"), "fingerprint that does not match its attributes"),
+    (_replace_dataset("labels", np.arange(4)), r"Received lengths \{'features': 10, 'labels': 4, 'filenames': 10\}"),
+    (_replace_dataset("labels", np.full(10, 7)), r"Expected labels in \[0, 3\).*Received: label 7"),
+    (_replace_dataset("labels", np.full(10, -1)), r"Expected labels in \[0, 3\).*Received: label -1"),
+    (lambda f: f["features"].__setitem__((6, 1), np.nan), r"non-finite feature \(NaN or inf\) in row 6 \(img_6.jpg\)"),
+    (lambda f: f["features"].__setitem__((2, 0), np.inf), r"non-finite feature .* in row 2"),
+])
+def test_read_validates(tmp_path, corruption, message):
+    path = str(tmp_path / "a.h5")
+    write_cache(path)
+    edit(path, corruption)
+    with pytest.raises(cache.CacheError, match=message):
+        cache.read_cache(path)
+
+
+def test_read_missing_file(tmp_path):
+    with pytest.raises(cache.CacheError, match="does not exist. Expected a file written by extract_features"):
+        cache.read_cache(str(tmp_path / "missing.h5"))
+
+
+def test_read_truncated_file(tmp_path):
+    path = str(tmp_path / "a.h5")
+    write_cache(path, num_samples=2000, feature_shape=(64,))
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(cache.CacheError, match="(not a readable HDF5 file|is corrupt)"):
+        cache.read_cache(path)
+
+
+def test_read_not_hdf5(tmp_path):
+    path = tmp_path / "a.h5"
+    path.write_bytes(b"\x80\x04 this is a pickle, not HDF5")
+    with pytest.raises(cache.CacheError, match="is not a readable HDF5 file"):
+        cache.read_cache(str(path))
+
+
+def test_empty_split_round_trips(tmp_path):
+    path = str(tmp_path / "a.h5")
+    write_cache(path, num_samples=0)
+    assert cache.read_cache(path).features.shape == (0, 4)
