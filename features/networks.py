@@ -221,7 +221,7 @@ def _download_error(spec, error):
 
 
 def _construct(spec, weights, include_top, pooling, input_size):
-    kwargs = {"weights": None if weights == "none" else weights, "include_top": include_top}
+    kwargs = {"weights": "imagenet" if weights == "imagenet" else None, "include_top": include_top}
     if include_top:
         # Keras builds the classifier top only at the ImageNet input size.
         kwargs["input_shape"] = (spec.input_size, spec.input_size, 3)
@@ -229,17 +229,40 @@ def _construct(spec, weights, include_top, pooling, input_size):
         kwargs["input_shape"] = (*input_size, 3)
         kwargs["pooling"] = None if pooling == "none" else pooling
     try:
-        return spec.constructor(**kwargs)
+        model = spec.constructor(**kwargs)
     except Exception as error:  # Keras raises a bare Exception on a failed download.
         if weights == "imagenet" and "URL fetch failure" in str(error):
             raise _download_error(spec, error) from None
-        if weights not in ("imagenet", "none"):
-            raise NetworkError(
-                f"Could not load weights from {weights} into {spec.constructor_name}("
-                f"include_top={include_top}): {error}. Expected a Keras weights file saved "
-                f"from that architecture{' without its top' if not include_top else ''}."
-            ) from None
         raise NetworkError(f"Could not build {spec.constructor_name}: {error}") from None
+    if weights not in ("imagenet", "none"):
+        _load_weights_file(model, spec, weights, include_top)
+    return model
+
+
+def _load_weights_file(model, spec, path, include_top):
+    """Loads `path` into `model`, refusing a file that does not fit every layer.
+
+    Keras only warns when parts of a `.weights.h5` file do not match the model
+    (those layers keep their random weights), so its warnings become errors here.
+    """
+    import warnings  # pylint: disable=g-import-not-at-top
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+            error = None
+        except Exception as exception:  # h5py, ValueError: the file does not fit.
+            error = exception
+    if error is None:
+        problems = [str(w.message) for w in caught if "saving" in w.filename]
+        error = problems[0] if problems else None
+    if error is not None:
+        raise NetworkError(
+            f"Could not load weights from {path} into {spec.constructor_name}("
+            f"include_top={include_top}): {str(error).splitlines()[0].rstrip(':.')}. Expected a Keras weights "
+            f"file saved from that architecture{'' if include_top else ' without its top'}."
+        )
 
 
 def build_feature_model(spec, weights="imagenet", pooling="avg", layer=None, input_size=None):
