@@ -3,7 +3,21 @@
 import os
 import sys
 
+from absl import app
+from absl import flags
 from absl import logging
+
+# Flags both commands take. absl keeps one flag per name in a process, so they are
+# defined here once; each command adopts them as its own (they show in --help).
+BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", None, "Samples per batch. Default: 64 images per network call "
+    "(extract_features), 256 features per gradient step (feature_extraction).", lower_bound=1)
+SEED = flags.DEFINE_integer(
+    "seed", 0, "Random seed: --per_class and --validation_split (extract_features), "
+    "initialization and shuffling (feature_extraction).")
+OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "Output folder. Default: the current folder (extract_features), "
+    "runs/<network>_<dataset>[_<N>]_<head> (feature_extraction).")
 
 
 def quiet_tensorflow():
@@ -32,3 +46,23 @@ def call(command, function, **kwargs):
         logging.debug("%s failed", command, exc_info=True)
         print(f"{command}: error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def run(main, module, required):
+    """Runs a command's `main` under absl, as `python -m bin.X` or as a console script.
+
+    A console script's `__main__` is a generated stub, so absl's `--help` would
+    show neither the command's docstring nor its flags; they are lent to it here.
+
+    Args:
+        main: the command's `main(argv)`.
+        module: the command's module.
+        required: names of the flags that must be given.
+    """
+    main_module = sys.modules["__main__"]
+    if main_module is not module:
+        main_module.__doc__ = module.__doc__
+        for flag in flags.FLAGS.get_key_flags_for_module(module.__name__):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    flags.mark_flags_as_required(required)
+    app.run(main)

@@ -20,6 +20,8 @@ x/y, or Udacity pickles with --allow_pickle. Without --dataset_dir, the
 scikit-learn digits. Train a head on the result with feature_extraction.
 """
 
+import sys
+
 from absl import app
 from absl import flags
 
@@ -40,15 +42,12 @@ _DATASET = flags.DEFINE_string(
     "dataset", None, "Dataset name used in the cache file names. Default: the folder's name.")
 _DATASET_FORMAT = flags.DEFINE_enum(
     "dataset_format", None, datasets.FORMATS, "Dataset layout. Default: detected.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", ".", "Folder for the cache files.")
 _PER_CLASS = flags.DEFINE_integer(
     "per_class", None, "Keep this many training examples per class (seeded). Default: all.",
     lower_bound=1)
 _VALIDATION_SPLIT = flags.DEFINE_float(
     "validation_split", 0.2, "Fraction held out for validation when the dataset has no "
     "validation split.", lower_bound=0.0, upper_bound=1.0)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of --per_class and --validation_split.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per network call.", lower_bound=1)
 _WEIGHTS = flags.DEFINE_string(
     "weights", "imagenet", "'imagenet', 'none' (random), or a path to a Keras weights file.")
 _POOLING = flags.DEFINE_enum(
@@ -63,6 +62,7 @@ _OVERWRITE = flags.DEFINE_boolean(
 _ALLOW_PICKLE = flags.DEFINE_boolean(
     "allow_pickle", False, "Allow reading pickle files (CIFAR-10 python batches, Udacity "
     "pickles). Loading a pickle can run code: use only files you trust.")
+flags.adopt_module_key_flags(cli)
 
 
 def main(argv):
@@ -77,9 +77,9 @@ def main(argv):
         network=_NETWORK.value,
         dataset_dir=_DATASET_DIR.value,
         dataset=_DATASET.value,
-        output_dir=_OUTPUT_DIR.value,
+        output_dir=cli.OUTPUT_DIR.value or ".",
         per_class=_PER_CLASS.value,
-        batch_size=_BATCH_SIZE.value,
+        batch_size=cli.BATCH_SIZE.value or 64,
         weights=_WEIGHTS.value,
         pooling=_POOLING.value,
         layer=_LAYER.value,
@@ -87,7 +87,7 @@ def main(argv):
         overwrite=_OVERWRITE.value,
         dataset_format=_DATASET_FORMAT.value,
         validation_split=_VALIDATION_SPLIT.value,
-        seed=_SEED.value,
+        seed=cli.SEED.value,
         allow_pickle=_ALLOW_PICKLE.value,
     )
     for result in results:
@@ -97,8 +97,7 @@ def main(argv):
 
 def run():
     """The `extract_features` console script."""
-    flags.mark_flags_as_required(["network"])
-    app.run(main)
+    cli.run(main, sys.modules[__name__], required=["network"])
 
 
 if __name__ == "__main__":

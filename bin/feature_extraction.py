@@ -17,6 +17,8 @@ with dropout), logreg (scikit-learn logistic regression on standardized
 features).
 """
 
+import sys
+
 from absl import app
 from absl import flags
 
@@ -26,7 +28,6 @@ _TRAINING_FILE = flags.DEFINE_string("training_file", None, "Training split cach
 _VALIDATION_FILE = flags.DEFINE_string("validation_file", None, "Validation split cache (.h5).")
 _HEAD = flags.DEFINE_enum("head", "softmax", ["softmax", "mlp", "logreg"], "Classifier head.")
 _EPOCHS = flags.DEFINE_integer("epochs", 50, "Training epochs (Keras heads).", lower_bound=1)
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Batch size (Keras heads).", lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float(
     "learning_rate", 1e-3, "Adam learning rate (Keras heads).", lower_bound=0.0)
 _HIDDEN_UNITS = flags.DEFINE_integer(
@@ -38,10 +39,7 @@ _L2 = flags.DEFINE_float(
 _EARLY_STOPPING = flags.DEFINE_integer(
     "early_stopping", 0, "Stop after this many epochs without a lower val_loss and keep the "
     "best weights; 0 trains every epoch.", lower_bound=0)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of initialization and shuffling.")
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", None, "Where to write the head and its metrics. Default: "
-    "runs/<network>_<dataset>[_<N>]_<head>.")
+flags.adopt_module_key_flags(cli)
 
 
 def main(argv):
@@ -57,22 +55,21 @@ def main(argv):
         validation_file=_VALIDATION_FILE.value,
         head=_HEAD.value,
         epochs=_EPOCHS.value,
-        batch_size=_BATCH_SIZE.value,
+        batch_size=cli.BATCH_SIZE.value or 256,
         learning_rate=_LEARNING_RATE.value,
         hidden_units=_HIDDEN_UNITS.value,
         dropout=_DROPOUT.value,
         l2=_L2.value,
         early_stopping=_EARLY_STOPPING.value,
-        seed=_SEED.value,
-        output_dir=_OUTPUT_DIR.value,
+        seed=cli.SEED.value,
+        output_dir=cli.OUTPUT_DIR.value,
     )
     print(training.format_summary(results))
 
 
 def run():
     """The `feature_extraction` console script."""
-    flags.mark_flags_as_required(["training_file", "validation_file"])
-    app.run(main)
+    cli.run(main, sys.modules[__name__], required=["training_file", "validation_file"])
 
 
 if __name__ == "__main__":
