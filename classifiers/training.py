@@ -60,9 +60,10 @@ def _write_json(path, payload):
 
 
 def _fit_keras(train, validation, head, epochs, batch_size, learning_rate, hidden_units, dropout,
-               l2, early_stopping, output_dir):
+               l2, early_stopping, seed, output_dir):
     import keras  # pylint: disable=g-import-not-at-top
 
+    keras.utils.set_random_seed(seed)
     num_classes = len(train.class_names)
     model = heads.build_keras_head(head, train.feature_shape, num_classes, hidden_units, dropout, l2)
     metrics = ["accuracy"]
@@ -179,9 +180,6 @@ def train_head(
     output_dir = output_dir or default_output_dir(training_file, head)
     os.makedirs(output_dir, exist_ok=True)
 
-    import keras  # pylint: disable=g-import-not-at-top
-
-    keras.utils.set_random_seed(seed)
     started = time.perf_counter()
     if head == "logreg":
         probabilities, train_probabilities, epochs_run, head_file = _fit_logreg(
@@ -189,7 +187,7 @@ def train_head(
     else:
         probabilities, train_probabilities, epochs_run, head_file = _fit_keras(
             train, validation, head, epochs, batch_size, learning_rate, hidden_units, dropout, l2,
-            early_stopping, output_dir)
+            early_stopping, seed, output_dir)
     fit_seconds = time.perf_counter() - started
     val_metrics = evaluation.evaluate(probabilities, validation.labels)
     train_metrics = evaluation.evaluate(train_probabilities, train.labels, prefix="train_")

@@ -14,6 +14,15 @@ FAST = {"vgg16", "vgg19", "mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mo
 ALL = networks.list_networks()
 
 
+@pytest.fixture(autouse=True)
+def _free_models():
+    """Drops each test's models: the registry tests build dozens of networks."""
+    yield
+    import keras
+
+    keras.backend.clear_session(free_memory=True)
+
+
 def _build_params():
     return [pytest.param(name, marks=() if name in FAST else pytest.mark.slow) for name in ALL]
 
