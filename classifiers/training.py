@@ -182,10 +182,10 @@ def train_head(
 
     started = time.perf_counter()
     if head == "logreg":
-        probabilities, train_probabilities, epochs_run, head_file = _fit_logreg(
+        probabilities, train_probabilities, steps, head_file = _fit_logreg(
             train, validation, l2, seed, output_dir)
     else:
-        probabilities, train_probabilities, epochs_run, head_file = _fit_keras(
+        probabilities, train_probabilities, steps, head_file = _fit_keras(
             train, validation, head, epochs, batch_size, learning_rate, hidden_units, dropout, l2,
             early_stopping, seed, output_dir)
     fit_seconds = time.perf_counter() - started
@@ -198,7 +198,8 @@ def train_head(
         **train_metrics,
         "head": head,
         "head_file": head_file,
-        "epochs_run": epochs_run,
+        # Keras heads count epochs; L-BFGS counts solver iterations, which are not epochs.
+        ("solver_iterations" if head == "logreg" else "epochs_run"): steps,
         "fit_seconds": round(fit_seconds, 3),
         "num_classes": len(train.class_names),
         "num_train": len(train.labels),
@@ -222,12 +223,16 @@ def format_summary(results):
     """Returns a one-paragraph, human-readable summary of `train_head`'s results."""
     top5 = results.get("val_top5_accuracy")
     top5_text = f"  val_top5_accuracy={top5:.4f}" if top5 is not None else ""
+    if "epochs_run" in results:
+        steps_text = f"epochs_run={results['epochs_run']}"
+    else:
+        steps_text = f"solver_iterations={results['solver_iterations']}"
     return (
         f"head={results['head']}  classes={results['num_classes']}  "
         f"train={results['num_train']}  validation={results['num_validation']}  "
         f"features={tuple(results['feature_shape'])}\n"
         f"val_accuracy={results['val_accuracy']:.4f}{top5_text}  val_loss={results['val_loss']:.4f}  "
         f"train_accuracy={results['train_accuracy']:.4f}\n"
-        f"epochs={results['epochs_run']}  fit={results['fit_seconds']:.2f} s  "
+        f"{steps_text}  fit={results['fit_seconds']:.2f} s  "
         f"output_dir={results['output_dir']}"
     )

@@ -211,9 +211,10 @@ def _download_error(spec, error):
     match = re.search(r"(https?://\S+?\.h5)", str(error))
     url = match.group(1) if match else "(its URL)"
     filename = os.path.basename(url) if match else f"the {spec.constructor_name} weights file"
+    reason = str(error).split(".h5: ", 1)[-1]
     return NetworkError(
         f"Could not download the ImageNet weights for {spec.name}: Keras wanted {filename} from "
-        f"{url} ({error}). Either put that file at "
+        f"{url} ({reason}). Either put that file at "
         f"{os.path.join(_keras_models_dir(), filename)} (Keras looks there before downloading), "
         f"or pass --weights=PATH with a {spec.constructor_name} weights file, e.g. one saved "
         "with model.save_weights()."

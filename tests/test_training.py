@@ -48,6 +48,9 @@ def test_each_head_learns_and_writes_its_outputs(pair, tmp_path, head, head_file
         metrics = json.load(f)
     assert metrics["val_accuracy"] == results["val_accuracy"]
     assert {"val_accuracy", "val_loss", "head", "fit_seconds", "settings"} <= set(metrics)
+    steps = "solver_iterations" if head == "logreg" else "epochs_run"
+    assert metrics[steps] == results[steps] and metrics[steps] > 0
+    assert f"{steps}={metrics[steps]}" in training.format_summary(results)
     with open(os.path.join(output_dir, "history.csv")) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == (1 if head == "logreg" else 10)
