@@ -1,6 +1,7 @@
 """What the command-line entry points share: quiet start-up and clean errors."""
 
 import os
+import signal
 import sys
 
 from absl import app
@@ -14,7 +15,7 @@ BATCH_SIZE = flags.DEFINE_integer(
     "(extract_features), 256 features per gradient step (feature_extraction).", lower_bound=1)
 SEED = flags.DEFINE_integer(
     "seed", 0, "Random seed: --per_class and --validation_split (extract_features), "
-    "initialization and shuffling (feature_extraction).")
+    "initialization and shuffling (feature_extraction).", lower_bound=0)
 OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Output folder. Default: the current folder (extract_features), "
     "runs/<network>_<dataset>[_<N>]_<head> (feature_extraction).")
@@ -48,6 +49,11 @@ def call(command, function, **kwargs):
         raise SystemExit(1) from None
 
 
+def _exit_on_sigterm(signum, frame):
+    del frame  # Unused.
+    raise SystemExit(128 + signum)
+
+
 def run(main, module, required):
     """Runs a command's `main` under absl, as `python -m bin.X` or as a console script.
 
@@ -59,6 +65,9 @@ def run(main, module, required):
         module: the command's module.
         required: names of the flags that must be given.
     """
+    # A scheduler's SIGTERM (preemption, a time limit) unwinds like Ctrl-C, so that
+    # temporary files are removed and finished caches stay as they are.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     main_module = sys.modules["__main__"]
     if main_module is not module:
         main_module.__doc__ = module.__doc__

@@ -26,16 +26,12 @@ from absl import app
 from absl import flags
 
 from bin import cli
+from features import networks
 from pipeline import datasets
 
-_NETWORKS_HELP = (
-    "vgg16, vgg19, resnet50/101/152, resnet50_v2/101_v2/152_v2, inception_v3, "
-    "inception_resnet_v2, xception, mobilenet, mobilenet_v2, mobilenet_v3_small/large, "
-    "densenet121/169/201, efficientnet_b0..b7, efficientnet_v2_b0..b3/s/m/l, nasnet_mobile/large, "
-    "convnext_tiny/small/base/large/xlarge; the lab's aliases vgg, resnet, inception"
-)
-
-_NETWORK = flags.DEFINE_string("network", None, f"Network: {_NETWORKS_HELP}.")
+_NETWORK = flags.DEFINE_string(
+    "network", None, f"Network: {', '.join(networks.list_networks())}; or its Keras class name "
+    f"(MobileNetV2), or the lab's aliases {', '.join(sorted(networks.ALIASES))}.")
 _DATASET_DIR = flags.DEFINE_string(
     "dataset_dir", None, "Dataset folder or file. Default: scikit-learn's bundled digits.")
 _DATASET = flags.DEFINE_string(
@@ -51,7 +47,7 @@ _VALIDATION_SPLIT = flags.DEFINE_float(
 _WEIGHTS = flags.DEFINE_string(
     "weights", "imagenet", "'imagenet', 'none' (random), or a path to a Keras weights file.")
 _POOLING = flags.DEFINE_enum(
-    "pooling", "avg", ["avg", "max", "none"], "Global pooling of the last block's (or --layer's) "
+    "pooling", "avg", networks.POOLINGS, "Global pooling of the last block's (or --layer's) "
     "spatial output.")
 _LAYER = flags.DEFINE_string(
     "layer", None, "Take this layer's output instead, e.g. fc1 for VGG16's relu6 codes.")

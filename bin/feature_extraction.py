@@ -23,10 +23,11 @@ from absl import app
 from absl import flags
 
 from bin import cli
+from classifiers import heads
 
 _TRAINING_FILE = flags.DEFINE_string("training_file", None, "Training split cache (.h5).")
 _VALIDATION_FILE = flags.DEFINE_string("validation_file", None, "Validation split cache (.h5).")
-_HEAD = flags.DEFINE_enum("head", "softmax", ["softmax", "mlp", "logreg"], "Classifier head.")
+_HEAD = flags.DEFINE_enum("head", "softmax", heads.HEADS, "Classifier head.")
 _EPOCHS = flags.DEFINE_integer("epochs", 50, "Training epochs (Keras heads).", lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float(
     "learning_rate", 1e-3, "Adam learning rate (Keras heads).", lower_bound=0.0)

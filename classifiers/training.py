@@ -10,6 +10,7 @@ import numpy as np
 from classifiers import evaluation
 from classifiers import heads
 from pipeline import cache
+from pipeline import files
 
 # Attributes that must agree between the training and the validation cache.
 _PAIRED_ATTRIBUTES = ("network", "weights", "weights_sha256", "layer", "pooling", "input_size",
@@ -24,12 +25,21 @@ def check_pair(train, validation):
         validation: the validation `Cache`.
 
     Raises:
-        ValueError: the two differ in network, weights, layer, pooling, input
-            size, preprocessing, class names or feature shape; the message
-            names the attribute and both values.
+        ValueError: a file holds the other split; the two differ in dataset,
+            network, weights, layer, pooling, input size, preprocessing, class
+            names or feature shape (the message names the attribute and both
+            values); or they share samples.
     """
+    for role, part in (("train", train), ("validation", validation)):
+        if part.metadata.split != role:
+            raise ValueError(
+                f"Expected --{'training' if role == 'train' else 'validation'}_file to be a "
+                f"{role} split cache. Received: {part.path}, a {part.metadata.split} split. "
+                "Pass the *_train.h5 file as --training_file and the *_validation.h5 file as "
+                "--validation_file."
+            )
     pairs = [(name, getattr(train.metadata, name), getattr(validation.metadata, name))
-             for name in _PAIRED_ATTRIBUTES]
+             for name in ("dataset", *_PAIRED_ATTRIBUTES)]
     pairs.append(("class_names", list(train.class_names), list(validation.class_names)))
     pairs.append(("feature shape", train.feature_shape, validation.feature_shape))
     for name, mine, theirs in pairs:
@@ -39,6 +49,13 @@ def check_pair(train, validation):
                 f"{theirs!r} in {validation.path}. Expected both splits extracted with the same "
                 "extract_features settings; extract them again with one command."
             )
+    shared = set(train.filenames) & set(validation.filenames)
+    if shared:
+        raise ValueError(
+            f"{len(shared)} samples are in both {train.path} and {validation.path} (e.g. "
+            f"{sorted(shared)[0]}): validation data would leak into training. Expected disjoint "
+            "splits; extract both with one extract_features command and the same --seed."
+        )
 
 
 def default_output_dir(training_file, head):
@@ -52,11 +69,9 @@ def default_output_dir(training_file, head):
 
 
 def _write_json(path, payload):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(path, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def _fit_keras(train, validation, head, epochs, batch_size, learning_rate, hidden_units, dropout,
@@ -84,9 +99,7 @@ def _fit_keras(train, validation, head, epochs, batch_size, learning_rate, hidde
         validation_data=(validation.features, validation.labels),
         epochs=epochs, batch_size=batch_size, shuffle=True, callbacks=callbacks, verbose=2,
     )
-    tmp = os.path.join(output_dir, "head.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, os.path.join(output_dir, "head.keras"))
+    model.save(os.path.join(output_dir, "head.keras"))
     probabilities = model.predict(validation.features, batch_size=batch_size, verbose=0)
     train_probabilities = model.predict(train.features, batch_size=batch_size, verbose=0)
     return probabilities, train_probabilities, len(history.epoch), "head.keras"
@@ -104,9 +117,7 @@ def _fit_logreg(train, validation, l2, seed, output_dir):
         validation.features.reshape(len(validation.features), -1))
     train_probabilities = np.zeros((len(train.labels), len(train.class_names)))
     train_probabilities[:, model.classes_] = model.predict_proba(flat_train)
-    tmp = os.path.join(output_dir, "head.joblib.tmp")
-    joblib.dump(model, tmp)
-    os.replace(tmp, os.path.join(output_dir, "head.joblib"))
+    joblib.dump(model, os.path.join(output_dir, "head.joblib"))
     iterations = int(np.max(model[-1].n_iter_))
     return probabilities, train_probabilities, iterations, "head.joblib"
 
@@ -136,7 +147,8 @@ def train_head(
 ):
     """Trains a head on cached features and writes it with its history and metrics.
 
-    Writes to `output_dir`: the head (`head.keras`, or `head.joblib` for
+    Writes to `output_dir`, all at once (a failure leaves an older folder as
+    it was): the head (`head.keras`, or `head.joblib` for
     `logreg`), `history.csv` (one row per epoch), `metrics.json`
     (`val_accuracy`, `val_loss`, `val_top5_accuracy` with 5+ classes, and the
     settings) and `head_config.json` (the caches' network, weights, layer,
@@ -178,21 +190,28 @@ def train_head(
     validation = cache.read_cache(validation_file)
     check_pair(train, validation)
     output_dir = output_dir or default_output_dir(training_file, head)
-    os.makedirs(output_dir, exist_ok=True)
+    with files.atomic_directory(output_dir) as staging:
+        results = _train_into(staging, train, validation, head, epochs, batch_size, learning_rate,
+                              hidden_units, dropout, l2, early_stopping, seed)
+    return {**results, "output_dir": output_dir}
 
+
+def _train_into(folder, train, validation, head, epochs, batch_size, learning_rate, hidden_units,
+                dropout, l2, early_stopping, seed):
+    """Trains the head and writes every output file to `folder`; returns the metrics."""
     started = time.perf_counter()
     if head == "logreg":
         probabilities, train_probabilities, steps, head_file = _fit_logreg(
-            train, validation, l2, seed, output_dir)
+            train, validation, l2, seed, folder)
     else:
         probabilities, train_probabilities, steps, head_file = _fit_keras(
             train, validation, head, epochs, batch_size, learning_rate, hidden_units, dropout, l2,
-            early_stopping, seed, output_dir)
+            early_stopping, seed, folder)
     fit_seconds = time.perf_counter() - started
     val_metrics = evaluation.evaluate(probabilities, validation.labels)
     train_metrics = evaluation.evaluate(train_probabilities, train.labels, prefix="train_")
     if head == "logreg":
-        _write_logreg_history(os.path.join(output_dir, "history.csv"), train_metrics, val_metrics)
+        _write_logreg_history(os.path.join(folder, "history.csv"), train_metrics, val_metrics)
     results = {
         **val_metrics,
         **train_metrics,
@@ -205,18 +224,18 @@ def train_head(
         "num_train": len(train.labels),
         "num_validation": len(validation.labels),
         "feature_shape": list(train.feature_shape),
-        "training_file": os.path.abspath(training_file),
-        "validation_file": os.path.abspath(validation_file),
+        "training_file": os.path.abspath(train.path),
+        "validation_file": os.path.abspath(validation.path),
         "settings": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                      "hidden_units": hidden_units, "dropout": dropout, "l2": l2,
                      "early_stopping": early_stopping, "seed": seed},
     }
-    _write_json(os.path.join(output_dir, "metrics.json"), results)
+    _write_json(os.path.join(folder, "metrics.json"), results)
     config = {key: getattr(train.metadata, key) for key in _PAIRED_ATTRIBUTES}
     config.update(input_size=list(train.metadata.input_size), class_names=list(train.class_names),
                   head=head, head_file=head_file, training_fingerprint=train.fingerprint)
-    _write_json(os.path.join(output_dir, "head_config.json"), config)
-    return {**results, "output_dir": output_dir}
+    _write_json(os.path.join(folder, "head_config.json"), config)
+    return results
 
 
 def format_summary(results):

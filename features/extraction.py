@@ -47,12 +47,22 @@ def library_versions():
 
 
 def dataset_digest(split):
-    """Returns a SHA-256 over a split's class names, sample ids and labels."""
-    payload = json.dumps(
-        [list(split.class_names), list(split.ids), [int(v) for v in split.labels]],
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    """Returns a SHA-256 over what a split holds.
+
+    Covers the class names, sample ids and labels, and the images themselves:
+    each file's size and modification time, or the pixels of array formats. A
+    changed, added or removed image changes the digest.
+    """
+    digest = hashlib.sha256()
+    payload = [list(split.class_names), list(split.ids), [int(v) for v in split.labels]]
+    digest.update(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+    if split.paths is not None:
+        for path in split.paths:
+            stat = os.stat(path)
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode("ascii"))
+    else:
+        digest.update(np.ascontiguousarray(split.images).tobytes())
+    return digest.hexdigest()
 
 
 def default_dataset_name(dataset_dir):
@@ -72,29 +82,32 @@ def _check_name(kind, value):
 
 
 def _check_existing(path, metadata, overwrite):
-    """Returns True if `path` already holds the cache `metadata` describes.
+    """Returns True if `path` already holds, intact, the cache `metadata` describes.
+
+    With `overwrite`, returns False: the cache is always extracted again.
 
     Raises:
         cache.CacheError: `path` holds another or an invalid cache and
             `overwrite` is False.
     """
-    if not os.path.exists(path):
+    if overwrite or not os.path.exists(path):
         return False
     try:
-        existing, fingerprint = cache.read_metadata(path)
+        existing, fingerprint = cache.verify_cache(path)
     except cache.CacheError as error:
-        if overwrite:
-            return False
         raise cache.CacheError(f"{error} (Or pass --overwrite to replace it.)") from None
     if fingerprint == metadata.fingerprint():
         return True
-    if overwrite:
-        return False
     differences = "; ".join(f"{d} (existing != requested)" for d in existing.differences(metadata))
     raise cache.CacheError(
         f"{path} already holds a cache made with other settings: {differences}. "
         "Pass --overwrite to replace it, or choose another --output_dir."
     )
+
+
+def file_network_name(network, spec):
+    """The network's part of a cache file name: a lab alias as given, else the canonical name."""
+    return network.lower() if network.lower() in networks.ALIASES else spec.name
 
 
 def _batches(num_samples, batch_size):
@@ -176,6 +189,7 @@ def extract_features(
         ValueError: bad arguments, dataset or cache (`DatasetError`,
             `NetworkError` and `CacheError` are `ValueError`s).
     """
+    _check_name("network", network)
     spec = networks.get_network(network)
     size = networks.resolve_input_size(spec, input_size)
     networks.check_pooling(pooling)
@@ -197,10 +211,13 @@ def extract_features(
         metadata = cache.CacheMetadata(
             network=spec.name, weights=weights_id, weights_sha256=weights_sha, layer=layer or "",
             pooling=pooling, input_size=size, preprocessing=spec.preprocessing, dataset=dataset,
-            dataset_digest=dataset_digest(split), split=name, per_class=per_class or 0,
-            seed=seed, library_versions=versions,
+            dataset_digest=dataset_digest(split), split=name,
+            # Only the training split is cut to per_class; the seed counts where it chose samples.
+            per_class=(per_class or 0) if name == "train" else 0,
+            seed=seed if split.seeded else 0, library_versions=versions,
         )
-        path = os.path.join(output_dir, cache.cache_filename(network, dataset, name, per_class))
+        path = os.path.join(
+            output_dir, cache.cache_filename(file_network_name(network, spec), dataset, name, per_class))
         plans.append((split, metadata, path, _check_existing(path, metadata, overwrite)))
 
     model = None

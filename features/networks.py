@@ -266,6 +266,32 @@ def _load_weights_file(model, spec, path, include_top):
         )
 
 
+def _layer_needs_top(spec, layer, input_size):
+    """Whether `layer` is only in the network with its classifier top.
+
+    Looks on random-weight builds, so that the real weights are fetched once,
+    for the right variant.
+
+    Raises:
+        NetworkError: no such layer, or a top layer with a non-default input size.
+    """
+    without_top = [l.name for l in _construct(spec, "none", False, "avg", input_size).layers]
+    if layer in without_top:
+        return False
+    with_top = [l.name for l in _construct(spec, "none", True, "avg", input_size).layers]
+    if layer not in with_top:
+        raise NetworkError(
+            f"{spec.name} has no layer named {layer!r}. Expected one of: {', '.join(with_top)}."
+        )
+    if input_size != (spec.input_size, spec.input_size):
+        raise NetworkError(
+            f"Layer {layer!r} is in the classifier top of {spec.name}, which needs the ImageNet "
+            f"input size {spec.input_size}. Received: input_size={input_size[0]}. Drop "
+            "--input_size or pick another layer."
+        )
+    return True
+
+
 def build_feature_model(spec, weights="imagenet", pooling="avg", layer=None, input_size=None):
     """Builds the frozen network that maps preprocessed images to features.
 
@@ -291,22 +317,9 @@ def build_feature_model(spec, weights="imagenet", pooling="avg", layer=None, inp
 
     check_pooling(pooling)
     input_size = input_size or (spec.input_size, spec.input_size)
-    base = _construct(spec, weights, include_top=False, pooling=pooling, input_size=input_size)
+    include_top = bool(layer) and _layer_needs_top(spec, layer, input_size)
+    base = _construct(spec, weights, include_top, pooling, input_size)
     if layer:
-        names = [l.name for l in base.layers]
-        if layer not in names:
-            if input_size != (spec.input_size, spec.input_size):
-                raise NetworkError(
-                    f"Layer {layer!r} is not in {spec.name} without its top, and the top "
-                    f"needs the ImageNet input size {spec.input_size}. Received: "
-                    f"input_size={input_size[0]}. Drop --input_size or pick another layer."
-                )
-            base = _construct(spec, weights, include_top=True, pooling=pooling, input_size=input_size)
-            names = [l.name for l in base.layers]
-        if layer not in names:
-            raise NetworkError(
-                f"{spec.name} has no layer named {layer!r}. Expected one of: {', '.join(names)}."
-            )
         outputs = base.get_layer(layer).output
         if len(outputs.shape) == 4 and pooling != "none":
             pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}

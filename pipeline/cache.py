@@ -27,8 +27,6 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "validation")
 # Rows per HDF5 chunk aim at about 1 MiB (h5py's advice: 10 KiB to 1 MiB).
 _CHUNK_BYTES = 1 << 20
-# Rows checked for finite values per read while validating: bounds memory.
-_VALIDATE_ROWS = 4096
 _STRING = h5py.string_dtype(encoding="utf-8")
 
 
@@ -53,8 +51,9 @@ class CacheMetadata:
         dataset: dataset name, e.g. `"cifar10"`.
         dataset_digest: SHA-256 over the class names, sample ids and labels.
         split: `"train"` or `"validation"`.
-        per_class: examples kept per class, 0 for all.
-        seed: seed of the per-class selection and validation split.
+        per_class: examples kept per class, 0 for all (always 0 for validation).
+        seed: seed of the per-class selection or of the carved validation split
+            that chose this split's samples; 0 when no seeded choice did.
         library_versions: JSON object of package versions.
     """
 
@@ -80,10 +79,10 @@ class CacheMetadata:
 
     @classmethod
     def from_attrs(cls, attrs, path):
-        """Builds metadata from a file's root attributes.
+        """Builds metadata from a file's root attributes, checking each one's type.
 
         Raises:
-            CacheError: an attribute is missing.
+            CacheError: an attribute is missing or of the wrong type.
         """
         values = {}
         for field in dataclasses.fields(cls):
@@ -94,14 +93,7 @@ class CacheMetadata:
                     f"{', '.join(f.name for f in dataclasses.fields(cls))}. Extract it again "
                     "with extract_features --overwrite."
                 )
-            value = attrs[field.name]
-            if isinstance(value, bytes):
-                value = value.decode("utf-8")
-            elif isinstance(value, np.ndarray):
-                value = tuple(int(v) for v in value)
-            elif isinstance(value, np.integer):
-                value = int(value)
-            values[field.name] = value
+            values[field.name] = _attribute(attrs[field.name], field.type, field.name, path)
         return cls(**values)
 
     def fingerprint(self):
@@ -119,6 +111,36 @@ class CacheMetadata:
             for field in dataclasses.fields(self)
             if getattr(self, field.name) != getattr(other, field.name)
         ]
+
+
+def _text(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _show(value):
+    """`repr` of a value, with NumPy scalars shown as plain Python ones."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _attribute(value, kind, name, path):
+    """Converts an HDF5 attribute value to `kind` (str, int or tuple of ints)."""
+    value = _text(value)
+    if kind is tuple:
+        array = np.asarray(value)
+        ok = array.ndim == 1 and array.dtype.kind in "iu"
+        value = tuple(int(v) for v in array) if ok else value
+    elif kind is int:
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        value = int(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise CacheError(
+            f"{path} is not a valid bottleneck cache: expected attribute `{name}` to be "
+            f"{'a list of integers' if kind is tuple else kind.__name__}. Received: {_show(value)}. "
+            "Extract it again with extract_features --overwrite."
+        )
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +238,7 @@ class CacheWriter:
             )
         self.path = os.fspath(path)
         self.num_samples = len(labels)
+        self._filenames = list(filenames)
         self._rows_written = 0
         self._committed = False
         folder = os.path.dirname(os.path.abspath(self.path))
@@ -254,23 +277,35 @@ class CacheWriter:
         )
 
     def write(self, start, features):
-        """Writes rows `[start, start + len(features))`.
+        """Writes rows `[start, start + len(features))`, right after the rows written so far.
 
         Args:
-            start: index of the first row.
-            features: `(num_rows, *feature_shape)` array.
+            start: index of the first row; must equal the number of rows written.
+            features: `(num_rows, *feature_shape)` array of finite values.
+
+        Raises:
+            CacheError: rows out of order or past the end, or a NaN or infinite value.
         """
         features = np.asarray(features, dtype=np.float32)
         stop = start + len(features)
-        if start < 0 or stop > self.num_samples:
+        if start != self._rows_written or stop > self.num_samples:
             raise CacheError(
-                f"Expected rows within [0, {self.num_samples}). Received: rows [{start}, {stop})."
+                f"Expected rows [{self._rows_written}, ...) up to {self.num_samples}. "
+                f"Received: rows [{start}, {stop})."
+            )
+        finite = np.isfinite(features.reshape(len(features), -1)).all(axis=1)
+        if not finite.all():
+            row = start + int(np.argmin(finite))
+            raise CacheError(
+                f"The network produced a non-finite feature (NaN or inf) for row {row} "
+                f"({self._filenames[row]}). Expected finite values; nothing was written to "
+                f"{self.path}. Check the weights file, or use --pooling=avg."
             )
         self._file["features"][start:stop] = features
-        self._rows_written += len(features)
+        self._rows_written = stop
 
     def commit(self):
-        """Marks the file complete and moves it over the target path."""
+        """Marks the file complete, flushes it to disk and moves it over the target path."""
         if self._rows_written != self.num_samples:
             raise CacheError(
                 f"Expected {self.num_samples} feature rows for {self.path}. "
@@ -278,8 +313,11 @@ class CacheWriter:
             )
         self._file.attrs["complete"] = True
         self._file.close()
+        with open(self._tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(self._tmp_path, self.path)
         self._committed = True
+        _fsync_folder(os.path.dirname(os.path.abspath(self.path)))
 
     def _discard(self):
         file = getattr(self, "_file", None)
@@ -295,6 +333,20 @@ class CacheWriter:
         if not self._committed:
             self._discard()
         return False
+
+
+def _fsync_folder(folder):
+    """Makes a rename in `folder` durable (where the OS allows opening folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _check_labels(labels, num_classes, path):
@@ -326,18 +378,16 @@ def _open(path):
 
 
 def _check_header(f, path):
-    name = f.attrs.get("format")
-    if isinstance(name, bytes):
-        name = name.decode("utf-8")
+    name = _text(f.attrs.get("format"))
     if name != FORMAT_NAME:
         raise CacheError(
             f"{path} is not a bottleneck cache: expected attribute format={FORMAT_NAME!r}. "
             f"Received: format={name!r}. Write caches with extract_features."
         )
     version = f.attrs.get("format_version")
-    if version != FORMAT_VERSION:
+    if not (isinstance(version, (int, np.integer)) and version == FORMAT_VERSION):
         raise CacheError(
-            f"{path} has cache format version {version}; this version of bottleneck-cache "
+            f"{path} has cache format version {_show(version)}; this version of bottleneck-cache "
             f"reads version {FORMAT_VERSION}. Extract it again with extract_features --overwrite."
         )
     if not bool(f.attrs.get("complete", False)):
@@ -346,15 +396,13 @@ def _check_header(f, path):
             "extract_features command again to finish it."
         )
     for key in ("features", "labels", "filenames", "class_names"):
-        if key not in f:
+        if not isinstance(f.get(key), h5py.Dataset):
             raise CacheError(
                 f"{path} is not a valid bottleneck cache: dataset `{key}` is missing. "
                 "Extract it again with extract_features --overwrite."
             )
     metadata = CacheMetadata.from_attrs(f.attrs, path)
-    stored = f.attrs.get("fingerprint")
-    if isinstance(stored, bytes):
-        stored = stored.decode("utf-8")
+    stored = _text(f.attrs.get("fingerprint"))
     if stored != metadata.fingerprint():
         raise CacheError(
             f"{path} has a fingerprint that does not match its attributes (stored {stored}, "
@@ -364,8 +412,58 @@ def _check_header(f, path):
     return metadata
 
 
+def _corrupt(path, what):
+    return CacheError(
+        f"{path} is corrupt: expected {what}. Extract it again with extract_features --overwrite."
+    )
+
+
+def _read_rows(f, path):
+    """Reads and checks everything but the features' values.
+
+    Returns:
+        `(labels, filenames, class_names)`.
+    """
+    features, labels = f["features"], f["labels"]
+    if features.dtype != np.float32 or features.ndim < 2:
+        raise _corrupt(path, f"float32 `features` of shape (num_samples, *feature_shape); "
+                             f"received {features.dtype} {features.shape}")
+    if labels.dtype.kind not in "iu" or labels.ndim != 1:
+        raise _corrupt(path, f"integer `labels` of shape (num_samples,); received "
+                             f"{labels.dtype} {labels.shape}")
+    if f["class_names"].ndim != 1 or f["filenames"].ndim != 1:
+        raise _corrupt(path, "1-D `class_names` and `filenames`")
+    class_names = tuple(str(_text(v)) for v in f["class_names"][()])
+    if len(set(class_names)) != len(class_names):
+        raise _corrupt(path, f"unique class names; received {list(class_names)}")
+    labels = labels[()].astype(np.int64)
+    filenames = tuple(str(_text(v)) for v in f["filenames"][()])
+    lengths = {"features": features.shape[0], "labels": len(labels), "filenames": len(filenames)}
+    if len(set(lengths.values())) != 1:
+        raise _corrupt(path, f"`features`, `labels` and `filenames` to have one row per sample; "
+                             f"received lengths {lengths}")
+    _check_labels(labels, len(class_names), path)
+    return labels, filenames, class_names
+
+
+def _feature_blocks(dataset, filenames, path):
+    """Yields `(start, block)` over the features, about 16 MiB at a time, checking values."""
+    rows = max(1, (16 << 20) // max(4 * int(np.prod(dataset.shape[1:], dtype=np.int64)), 1))
+    for start in range(0, dataset.shape[0], rows):
+        block = dataset[start : start + rows]
+        finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+        if not finite.all():
+            row = start + int(np.argmin(finite))
+            raise CacheError(
+                f"{path} holds a non-finite feature (NaN or inf) in row {row} "
+                f"({filenames[row]}). Expected finite values; extract it again with "
+                "extract_features --overwrite."
+            )
+        yield start, block
+
+
 def read_metadata(path):
-    """Reads and checks a cache file's header, without loading its features.
+    """Reads and checks a cache file's header, without reading its rows.
 
     Args:
         path: a cache file.
@@ -382,6 +480,27 @@ def read_metadata(path):
         return metadata, metadata.fingerprint()
 
 
+def verify_cache(path):
+    """Runs every check of `read_cache` without keeping the features in memory.
+
+    Args:
+        path: a cache file.
+
+    Returns:
+        `(metadata, fingerprint)`.
+
+    Raises:
+        CacheError: as `read_cache`.
+    """
+    path = os.fspath(path)
+    with _open(path) as f:
+        metadata = _check_header(f, path)
+        _, filenames, _ = _read_rows(f, path)
+        for _ in _feature_blocks(f["features"], filenames, path):
+            pass
+    return metadata, metadata.fingerprint()
+
+
 def read_cache(path):
     """Reads a cache file into memory, validating it on the way.
 
@@ -392,35 +511,18 @@ def read_cache(path):
         A `Cache`.
 
     Raises:
-        CacheError: the file fails any check of `read_metadata`, its datasets
-            disagree in length, a label is out of range, or a feature is NaN or
+        CacheError: the file fails any check of `read_metadata`; a dataset
+            has the wrong type, dtype or shape; the datasets disagree in length;
+            class names repeat; a label is out of range; or a feature is NaN or
             infinite.
     """
     path = os.fspath(path)
     with _open(path) as f:
         metadata = _check_header(f, path)
-        class_names = tuple(_strings(f["class_names"][()]))
-        labels = np.asarray(f["labels"][()], dtype=np.int64)
-        filenames = tuple(_strings(f["filenames"][()]))
+        labels, filenames, class_names = _read_rows(f, path)
         dataset = f["features"]
-        lengths = {"features": dataset.shape[0], "labels": len(labels), "filenames": len(filenames)}
-        if len(set(lengths.values())) != 1:
-            raise CacheError(
-                f"{path} is corrupt: expected `features`, `labels` and `filenames` to have "
-                f"one row per sample. Received lengths {lengths}. Extract it again with "
-                "extract_features --overwrite."
-            )
-        _check_labels(labels, len(class_names), path)
         features = np.empty(dataset.shape, dtype=np.float32)
-        for start in range(0, len(features), _VALIDATE_ROWS):
-            block = dataset[start : start + _VALIDATE_ROWS]
-            if not np.isfinite(block).all():
-                row = start + int(np.argwhere(~np.isfinite(block.reshape(len(block), -1)))[0, 0])
-                raise CacheError(
-                    f"{path} holds a non-finite feature (NaN or inf) in row {row} "
-                    f"({filenames[row]}). Expected finite values; extract it again with "
-                    "extract_features --overwrite."
-                )
+        for start, block in _feature_blocks(dataset, filenames, path):
             features[start : start + len(block)] = block
     return Cache(
         path=path,
@@ -431,8 +533,3 @@ def read_cache(path):
         class_names=class_names,
         fingerprint=metadata.fingerprint(),
     )
-
-
-def _strings(values):
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
-

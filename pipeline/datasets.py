@@ -87,6 +87,8 @@ class Split:
         paths: `(num_samples,)` absolute image paths for file formats, else None.
         images: `(num_samples, h, w)` or `(num_samples, h, w, c)` uint8 with c in {1, 3, 4} for array
             formats, else None.
+        seeded: True when a seeded choice (`split_validation`, `select_per_class`) picked the
+            samples, so that the seed is part of what the split is.
     """
 
     name: str
@@ -95,6 +97,7 @@ class Split:
     ids: tuple[str, ...]
     paths: tuple[str, ...] | None = None
     images: np.ndarray | None = None
+    seeded: bool = False
 
     def __post_init__(self):
         labels = np.asarray(self.labels)
@@ -151,6 +154,7 @@ class Split:
             ids=tuple(self.ids[i] for i in indices),
             paths=None if self.paths is None else tuple(self.paths[i] for i in indices),
             images=None if self.images is None else self.images[indices],
+            seeded=self.seeded,
         )
 
     def load(self, indices, image_size):
@@ -329,7 +333,7 @@ def select_per_class(split, per_class, seed):
         rng = np.random.default_rng([int(seed), label])
         chosen.append(members[rng.permutation(len(members))[:per_class]])
     indices = np.sort(np.concatenate(chosen)) if chosen else np.zeros((0,), dtype=np.int64)
-    return split.subset(indices)
+    return dataclasses.replace(split.subset(indices), seeded=True)
 
 
 def split_validation(split, fraction, seed):
@@ -369,8 +373,9 @@ def split_validation(split, fraction, seed):
             f"samples in {len(counts)} classes; scikit-learn says: {error}. Change --validation_split or add "
             f"examples."
         ) from error
-    train = dataclasses.replace(split.subset(np.sort(train_indices)), name="train")
-    validation = dataclasses.replace(split.subset(np.sort(validation_indices)), name="validation")
+    train = dataclasses.replace(split.subset(np.sort(train_indices)), name="train", seeded=True)
+    validation = dataclasses.replace(
+        split.subset(np.sort(validation_indices)), name="validation", seeded=True)
     return train, validation
 
 

@@ -115,8 +115,20 @@ def test_commit_refuses_missing_rows(tmp_path):
 def test_writer_rejects_rows_out_of_range(tmp_path):
     with cache.CacheWriter(str(tmp_path / "a.h5"), make_metadata(), [0, 1], ["a", "b"], ["x", "y"],
                            (4,)) as writer:
-        with pytest.raises(cache.CacheError, match=r"Expected rows within \[0, 2\). Received: rows \[1, 3\)"):
+        with pytest.raises(cache.CacheError, match=r"Expected rows \[0, ...\) up to 2. Received: rows \[1, 3\)"):
             writer.write(1, np.ones((2, 4)))
+        writer.write(0, np.ones((1, 4)))
+        with pytest.raises(cache.CacheError, match=r"Expected rows \[1, ...\) up to 2. Received: rows \[0, 1\)"):
+            writer.write(0, np.ones((1, 4)))  # an overlapping write would leave a row unwritten
+
+
+def test_writer_refuses_non_finite_features(tmp_path):
+    path = str(tmp_path / "a.h5")
+    with pytest.raises(cache.CacheError, match=r"non-finite feature \(NaN or inf\) for row 1 \(b\)\. "
+                       r"Expected finite values; nothing was written to"):
+        with cache.CacheWriter(path, make_metadata(), [0, 1], ["a", "b"], ["x", "y"], (2,)) as writer:
+            writer.write(0, np.array([[1.0, 2.0], [np.nan, 0.0]]))
+    assert not os.listdir(tmp_path)
 
 
 def test_writer_rejects_bad_labels_and_filenames(tmp_path):
@@ -152,11 +164,25 @@ def _replace_dataset(name, data):
 @pytest.mark.parametrize("corruption, message", [
     (_set_attr("format", "something-else"), "is not a bottleneck cache: expected attribute format"),
     (_set_attr("format_version", 99), "has cache format version 99; this version of bottleneck-cache reads version 1"),
+    (_set_attr("format_version", "1"), "has cache format version '1'; this version of bottleneck-cache reads version 1"),
+    (_set_attr("format_version", [1, 1]), r"has cache format version array\(\[1, 1\]\)"),
+    (lambda f: f.__delitem__("features"), "dataset `features` is missing"),
+    (lambda f: f.__delitem__("filenames"), "dataset `filenames` is missing"),
+    (lambda f: f.__delitem__("class_names"), "dataset `class_names` is missing"),
+    (lambda f: (f.__delitem__("features"), f.create_group("features")), "dataset `features` is missing"),
+    (_set_attr("input_size", 32), r"expected attribute `input_size` to be a list of integers. Received: 32"),
+    (_set_attr("seed", "0"), r"expected attribute `seed` to be int. Received: '0'"),
+    (_set_attr("network", 5), r"expected attribute `network` to be str. Received: 5"),
+    (_replace_dataset("features", np.zeros((10, 4), dtype=np.int8)), r"expected float32 `features` of shape \(num_samples, \*feature_shape\); received int8"),
+    (_replace_dataset("features", np.zeros(10, dtype=np.float32)), r"expected float32 `features`.*received float32 \(10,\)"),
+    (_replace_dataset("labels", np.full(10, 1.7)), r"expected integer `labels` of shape \(num_samples,\); received float64"),
+    (_replace_dataset("class_names", np.array([b"a", b"a", b"b"])), r"expected unique class names; received \['a', 'a', 'b'\]"),
+    (_replace_dataset("filenames", np.array([b"x"] * 9)), r"received lengths \{'features': 10, 'labels': 10, 'filenames': 9\}"),
     (_set_attr("complete", False), "is incomplete: its extraction did not finish. Run the same extract_features"),
     (lambda f: f.__delitem__("labels"), "dataset `labels` is missing"),
     (lambda f: f.attrs.__delitem__("pooling"), "attribute `pooling` is missing"),
     (_set_attr("network", "resnet50"), "fingerprint that does not match its attributes"),
-    (_replace_dataset("labels", np.arange(4)), r"Received lengths \{'features': 10, 'labels': 4, 'filenames': 10\}"),
+    (_replace_dataset("labels", np.arange(4)), r"received lengths \{'features': 10, 'labels': 4, 'filenames': 10\}"),
     (_replace_dataset("labels", np.full(10, 7)), r"Expected labels in \[0, 3\).*Received: label 7"),
     (_replace_dataset("labels", np.full(10, -1)), r"Expected labels in \[0, 3\).*Received: label -1"),
     (lambda f: f["features"].__setitem__((6, 1), np.nan), r"non-finite feature \(NaN or inf\) in row 6 \(img_6.jpg\)"),
@@ -168,6 +194,8 @@ def test_read_validates(tmp_path, corruption, message):
     edit(path, corruption)
     with pytest.raises(cache.CacheError, match=message):
         cache.read_cache(path)
+    with pytest.raises(cache.CacheError, match=message):
+        cache.verify_cache(path)
 
 
 def test_read_missing_file(tmp_path):

@@ -85,6 +85,51 @@ def test_changed_dataset_is_not_silently_reused(folder_dataset, tmp_path):
         extract(folder_dataset, tmp_path)
 
 
+def test_changed_image_is_not_silently_reused(folder_dataset, tmp_path):
+    extract(folder_dataset, tmp_path)
+    from PIL import Image
+
+    Image.new("RGB", (20, 24), "white").save(os.path.join(folder_dataset, "val", "dog", "dog_0.jpg"))
+    with pytest.raises(cache.CacheError, match=r"bottleneck_features_validation.h5 already holds a "
+                       r"cache made with other settings: dataset_digest"):
+        extract(folder_dataset, tmp_path)
+
+
+def test_overwrite_replaces_a_damaged_cache_with_the_same_fingerprint(folder_dataset, tmp_path):
+    import h5py
+
+    results = extract(folder_dataset, tmp_path)
+    with h5py.File(results[0].path, "a") as f:
+        f["features"][3, 0] = np.nan
+    with pytest.raises(cache.CacheError, match=r"non-finite feature .* in row 3.*\(Or pass --overwrite"):
+        extract(folder_dataset, tmp_path)
+    again = extract(folder_dataset, tmp_path, overwrite=True)
+    assert [r.reused for r in again] == [False, False]
+    assert np.isfinite(cache.read_cache(again[0].path).features).all()
+
+
+def test_per_class_runs_share_the_validation_cache(folder_dataset, tmp_path):
+    first = extract(folder_dataset, tmp_path, per_class=2, seed=1)
+    second = extract(folder_dataset, tmp_path, per_class=3, seed=2)
+    assert first[1].path == second[1].path and second[1].reused
+    metadata = cache.read_cache(second[1].path).metadata
+    assert (metadata.per_class, metadata.seed) == (0, 0)
+    assert cache.read_cache(second[0].path).metadata.seed == 2
+
+
+def test_network_name_cannot_leave_the_output_dir(folder_dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"Expected --network to be letters.*Received: network='../vgg16'"):
+        extract(folder_dataset, tmp_path / "out", network="../vgg16")
+    assert sorted(os.listdir(tmp_path)) == ["shapes"]
+
+
+def test_file_names_use_the_canonical_name_or_the_lab_alias(folder_dataset, tmp_path):
+    assert os.path.basename(extract(folder_dataset, tmp_path, network="VGG16")[0].path) == (
+        "vgg16_shapes_bottleneck_features_train.h5")
+    assert os.path.basename(extract(folder_dataset, tmp_path, network="VGG")[0].path) == (
+        "vgg_shapes_bottleneck_features_train.h5")
+
+
 def test_invalid_existing_file_needs_overwrite(folder_dataset, tmp_path):
     path = tmp_path / "vgg16_shapes_bottleneck_features_train.h5"
     path.write_bytes(b"not a cache")

@@ -43,7 +43,6 @@ def test_entry_is_consistent(name):
     assert spec.min_input_size <= spec.input_size
     assert spec.module_name in spec.preprocessing
     # The Keras class name finds the same entry.
-    assert networks.get_network(spec.constructor_name) is not None
     assert networks.get_network(spec.constructor_name).name == name
 
 
@@ -78,6 +77,14 @@ def test_list_networks_wildcards():
         "resnet101", "resnet101_v2", "resnet152", "resnet152_v2", "resnet50", "resnet50_v2"]
 
 
+@pytest.mark.parametrize("name", ["vgg16", "inception_v3", "xception"])
+def test_min_input_size_is_the_minimum(name):
+    spec = networks.get_network(name)
+    below = (spec.min_input_size - 1, spec.min_input_size - 1)
+    with pytest.raises(ValueError):  # Keras' own check, one pixel below ours
+        spec.constructor(weights=None, include_top=False, input_shape=(*below, 3))
+
+
 def test_input_size():
     spec = networks.get_network("inception_v3")
     assert networks.resolve_input_size(spec) == (299, 299)
@@ -101,8 +108,8 @@ def test_layer_from_the_top_needs_default_size():
     spec = networks.get_network("vgg16")
     model = networks.build_feature_model(spec, "none", "avg", layer="fc1", input_size=(224, 224))
     assert model.output_shape == (None, 4096)
-    with pytest.raises(networks.NetworkError, match="Layer 'fc1' is not in vgg16 without its top, "
-                       "and the top needs the ImageNet input size 224. Received: input_size=32"):
+    with pytest.raises(networks.NetworkError, match="Layer 'fc1' is in the classifier top of vgg16, "
+                       "which needs the ImageNet input size 224. Received: input_size=32"):
         networks.build_feature_model(spec, "none", "avg", layer="fc1", input_size=(32, 32))
 
 
