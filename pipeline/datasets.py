@@ -8,7 +8,8 @@ Supported formats (`FORMATS`):
 
 * `folder`: `<root>/<class>/*.jpg`, or `<root>/train/<class>/...` plus one of `val/`,
   `validation/`, `test/` with the same class folders.
-* `cifar10`: the CIFAR-10 python batches (`data_batch_1`..`5`, `test_batch`, `batches.meta`).
+* `cifar10`: the CIFAR-10 python batches (`data_batch_1`..`5`, `test_batch`, `batches.meta`), read
+  with an unpickler that accepts only plain data and NumPy arrays.
 * `mnist`: IDX files, gzipped or not (`train-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte`, ...).
 * `gtsrb`: the official GTSRB layout (`Final_Training/Images/000NN/*.ppm` with `GT-000NN.csv`,
   `Final_Test/Images/*.ppm` with `GT-final_test.csv`).
@@ -16,8 +17,9 @@ Supported formats (`FORMATS`):
 * `pickle`: Udacity-lab pickles, dicts with `features` and `labels` (`train.p`, `valid.p`).
 * `digits`: scikit-learn's bundled 8x8 digits; needs no files.
 
-Pickled formats (`cifar10`, `pickle`) run code while they load, so they are only read with
-`allow_pickle=True`.
+Unpickling can run code. Udacity pickles (`pickle`) are read only with `allow_pickle=True`; the
+CIFAR-10 batches are read with a data-only unpickler that refuses anything but dicts, lists, bytes and
+NumPy arrays (with `allow_pickle=True`, with the plain unpickler).
 
 This module uses NumPy, Pillow and scikit-learn only; it never imports TensorFlow.
 """
@@ -550,13 +552,35 @@ def _require_pickle(allow_pickle, path):
         )
 
 
-def _unpickle(path, encoding):
+# The only globals a pickle of plain data (dicts, lists, bytes, NumPy arrays) needs.
+_DATA_ONLY_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+})
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain data and NumPy arrays; refuses every other global, so runs no code."""
+
+    def find_class(self, module, name):
+        if (module, name) in _DATA_ONLY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}, which is not plain data")
+
+
+def _unpickle(path, encoding, allow_pickle=False):
+    """Loads a pickle: any pickle with `allow_pickle`, else plain data and NumPy arrays only."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding=encoding)
+            if allow_pickle:
+                return pickle.load(f, encoding=encoding)
+            return _DataOnlyUnpickler(f, encoding=encoding).load()
     except Exception as error:  # Unpickling can raise almost anything.
+        hint = "" if allow_pickle else f" {_PICKLE_HINT}"
         raise DatasetError(
-            f"Expected '{path}' to be a readable pickle. Received: {type(error).__name__}: {error}."
+            f"Expected '{path}' to be a readable pickle of plain data. Received: "
+            f"{type(error).__name__}: {str(error).rstrip('.')}.{hint}"
         ) from error
 
 
@@ -742,7 +766,8 @@ def _load_cifar10(path, allow_pickle=False):
             f"Expected a folder holding the CIFAR-10 python batches (data_batch_1..5, test_batch) at '{path}' "
             f"or in its {CIFAR10_SUBFOLDER}/ sub-folder. Received: none found. Check the path or --dataset_format."
         )
-    _require_pickle(allow_pickle, folder)
+    # The published batches hold only dicts, lists and NumPy arrays: they are read with an
+    # unpickler that refuses anything else (and so runs no code) unless allow_pickle is given.
     names = os.listdir(folder)
     train_files = sorted(
         (name for name in names if re.fullmatch(r"data_batch_\d+", name)), key=lambda name: int(name.split("_")[-1])
@@ -750,26 +775,26 @@ def _load_cifar10(path, allow_pickle=False):
     class_names = CIFAR10_CLASS_NAMES
     if "batches.meta" in names:
         meta_path = os.path.join(folder, "batches.meta")
-        meta = _unpickle(meta_path, encoding="bytes")
+        meta = _unpickle(meta_path, encoding="bytes", allow_pickle=allow_pickle)
         class_names = tuple(
             name.decode("utf-8") if isinstance(name, bytes) else str(name)
             for name in _get(meta, "label_names", meta_path)
         )
     splits = {}
     if train_files:
-        splits["train"] = _cifar_split("train", folder, train_files, class_names)
+        splits["train"] = _cifar_split("train", folder, train_files, class_names, allow_pickle)
     if "test_batch" in names:
         splits["validation" if train_files else "train"] = _cifar_split(
-            "validation" if train_files else "train", folder, ["test_batch"], class_names
+            "validation" if train_files else "train", folder, ["test_batch"], class_names, allow_pickle
         )
     return splits
 
 
-def _cifar_split(name, folder, files, class_names):
+def _cifar_split(name, folder, files, class_names, allow_pickle):
     images, labels, ids = [], [], []
     for file_name in files:
         path = os.path.join(folder, file_name)
-        batch = _unpickle(path, encoding="bytes")
+        batch = _unpickle(path, encoding="bytes", allow_pickle=allow_pickle)
         data = np.asarray(_get(batch, "data", path))
         batch_labels = _as_labels(_get(batch, "labels", path), path)
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.dtype != np.uint8:

@@ -243,7 +243,8 @@ def test_folder_validation_classes_must_match(tmp_path):
 def test_cifar10_batches(tmp_path):
     written = _write_cifar(tmp_path / "cifar-10-batches-py")
     assert datasets.detect_format(str(tmp_path)) == "cifar10"
-    splits = datasets.load_dataset(str(tmp_path), allow_pickle=True)
+    # The published batches are plain data: no --allow_pickle needed.
+    splits = datasets.load_dataset(str(tmp_path))
     train, validation = splits["train"], splits["validation"]
     assert train.class_names == tuple(f"class{i}" for i in range(10)) == validation.class_names
     assert len(train) == 10 and len(validation) == 5
@@ -266,8 +267,12 @@ def test_cifar10_default_names_and_test_batch_only(tmp_path):
 
 def test_cifar10_errors(tmp_path):
     _write_cifar(tmp_path / "ok")
-    with pytest.raises(DatasetError, match="Expected allow_pickle=True .* --allow_pickle .* only for files you trust"):
-        datasets.load_dataset(str(tmp_path / "ok"))
+    os.makedirs(tmp_path / "evil")
+    with open(tmp_path / "evil" / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": np.zeros((1, 3072), np.uint8), b"labels": [os.getcwd]}, f)
+    with pytest.raises(DatasetError, match=r"readable pickle of plain data. Received: UnpicklingError: it "
+                       r"refers to posix.getcwd, which is not plain data. .*--allow_pickle .* only for files you trust"):
+        datasets.load_dataset(str(tmp_path / "evil"), "cifar10")
     with pytest.raises(DatasetError, match="CIFAR-10 python batches .* Received: none found"):
         datasets.load_dataset(str(tmp_path), "cifar10", allow_pickle=True)
     os.makedirs(tmp_path / "shape")
@@ -287,7 +292,7 @@ def test_cifar10_errors(tmp_path):
         datasets.load_dataset(str(tmp_path / "count"), allow_pickle=True)
     os.makedirs(tmp_path / "garbage")
     (tmp_path / "garbage" / "test_batch").write_bytes(b"not a pickle at all")
-    with pytest.raises(DatasetError, match="test_batch' to be a readable pickle. Received: UnpicklingError"):
+    with pytest.raises(DatasetError, match="test_batch' to be a readable pickle of plain data. Received: UnpicklingError"):
         datasets.load_dataset(str(tmp_path / "garbage"), allow_pickle=True)
 
 
