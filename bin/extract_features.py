@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 
 from bin import cli
+from features import extraction
 from features import networks
 from pipeline import datasets
 
@@ -58,6 +59,9 @@ _OVERWRITE = flags.DEFINE_boolean(
 _ALLOW_PICKLE = flags.DEFINE_boolean(
     "allow_pickle", False, "Allow reading pickle files (CIFAR-10 python batches, Udacity "
     "pickles). Loading a pickle can run code: use only files you trust.")
+_ON_BAD_IMAGE = flags.DEFINE_enum(
+    "on_bad_image", "skip", extraction.BAD_IMAGE_POLICIES, "What to do with an image that cannot "
+    "be decoded: skip it (it is listed in the output and in the cache) or fail.")
 flags.adopt_module_key_flags(cli)
 
 
@@ -65,8 +69,6 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
     cli.quiet_tensorflow()
-    from features import extraction  # pylint: disable=g-import-not-at-top
-
     results = cli.call(
         "extract_features",
         extraction.extract_features,
@@ -85,10 +87,12 @@ def main(argv):
         validation_split=_VALIDATION_SPLIT.value,
         seed=cli.SEED.value,
         allow_pickle=_ALLOW_PICKLE.value,
+        on_bad_image=_ON_BAD_IMAGE.value,
     )
     for result in results:
         state = "reused" if result.reused else "written"
-        print(f"{result.split}: {result.path} ({result.num_samples} samples, {state})")
+        skipped = f", {result.num_skipped} skipped" if result.num_skipped else ""
+        print(f"{result.split}: {result.path} ({result.num_samples} samples{skipped}, {state})")
 
 
 def run():

@@ -16,6 +16,7 @@ from pipeline import cache
 from pipeline import datasets
 
 _VERSIONED_PACKAGES = ("bottleneck-cache", "tensorflow", "keras", "h5py", "numpy")
+BAD_IMAGE_POLICIES = ("skip", "fail")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,12 +27,14 @@ class ExtractionResult:
         split: `"train"` or `"validation"`.
         path: the cache file.
         num_samples: rows in the cache.
+        num_skipped: images left out because they could not be decoded.
         reused: True if an identical cache was already there.
     """
 
     split: str
     path: str
     num_samples: int
+    num_skipped: int
     reused: bool
 
 
@@ -82,23 +85,23 @@ def _check_name(kind, value):
 
 
 def _check_existing(path, metadata, overwrite):
-    """Returns True if `path` already holds, intact, the cache `metadata` describes.
+    """Returns the `cache.CacheInfo` of an intact cache at `path` made as `metadata` says.
 
-    With `overwrite`, returns False: the cache is always extracted again.
+    Returns None when there is none to reuse, and always with `overwrite`.
 
     Raises:
         cache.CacheError: `path` holds another or an invalid cache and
             `overwrite` is False.
     """
     if overwrite or not os.path.exists(path):
-        return False
+        return None
     try:
-        existing, fingerprint = cache.verify_cache(path)
+        info = cache.verify_cache(path)
     except cache.CacheError as error:
         raise cache.CacheError(f"{error} (Or pass --overwrite to replace it.)") from None
-    if fingerprint == metadata.fingerprint():
-        return True
-    differences = "; ".join(f"{d} (existing != requested)" for d in existing.differences(metadata))
+    if info.fingerprint == metadata.fingerprint():
+        return info
+    differences = "; ".join(f"{d} (existing != requested)" for d in info.metadata.differences(metadata))
     raise cache.CacheError(
         f"{path} already holds a cache made with other settings: {differences}. "
         "Pass --overwrite to replace it, or choose another --output_dir."
@@ -114,31 +117,73 @@ def _batches(num_samples, batch_size):
     return [(start, min(start + batch_size, num_samples)) for start in range(0, num_samples, batch_size)]
 
 
-def _extract_split(model, spec, split, input_size, batch_size, writer):
-    """Runs `model` over `split` in batches and writes every row.
+def _load_batch(split, indices, input_size, on_bad_image):
+    """Decodes a batch; with `on_bad_image="skip"`, leaves out images that fail.
+
+    Returns:
+        `(images, kept, skipped)`: `(k, height, width, 3)` uint8 images, the
+        `(k,)` indices they came from, and `(id, reason)` of each image left out.
+
+    Raises:
+        datasets.DatasetError: an image failed and `on_bad_image` is `"fail"`.
+    """
+    try:
+        return split.load(indices, input_size), indices, []
+    except datasets.DatasetError:
+        if on_bad_image == "fail":
+            raise
+    images, kept, skipped = [], [], []
+    for index in indices:
+        try:
+            images.append(split.load([index], input_size)[0])
+            kept.append(index)
+        except datasets.DatasetError as error:
+            skipped.append((split.ids[index], str(error)))
+    empty = np.empty((0, *input_size, 3), dtype=np.uint8)
+    return (np.stack(images) if images else empty), np.asarray(kept, dtype=np.int64), skipped
+
+
+def _extract_split(model, spec, split, input_size, batch_size, on_bad_image, writer):
+    """Runs `model` over `split` in batches and appends every row to `writer`.
 
     Decoding the next batch overlaps with the network's work on this one.
+
+    Returns:
+        The `(id, reason)` of each image left out.
     """
     from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
 
     preprocess_input = spec.preprocess_input
 
     def load(bounds):
-        start, stop = bounds
-        images = split.load(np.arange(start, stop), input_size).astype(np.float32)
-        return start, preprocess_input(images)
+        images, kept, skipped = _load_batch(split, np.arange(*bounds), input_size, on_bad_image)
+        return preprocess_input(images.astype(np.float32)), kept, skipped
 
     bounds = _batches(len(split), batch_size)
+    all_skipped = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, tqdm.tqdm(
         total=len(split), unit="img", desc=f"{spec.name} {split.name}"
     ) as progress:
         pending = pool.submit(load, bounds[0]) if bounds else None
-        for i in range(len(bounds)):
-            start, batch = pending.result()
+        for i, (start, stop) in enumerate(bounds):
+            batch, kept, skipped = pending.result()
             if i + 1 < len(bounds):
                 pending = pool.submit(load, bounds[i + 1])
-            writer.write(start, np.asarray(model.predict_on_batch(batch)))
-            progress.update(len(batch))
+            if len(kept):
+                features = np.asarray(model.predict_on_batch(batch))
+                writer.append(features, split.labels[kept], [split.ids[k] for k in kept])
+            if skipped:
+                writer.skip(*zip(*skipped))
+                for name, reason in skipped:
+                    logging.warning("Skipped %s: %s", name, reason)
+                all_skipped.extend(skipped)
+            progress.update(stop - start)
+    if len(split) and len(all_skipped) == len(split):
+        raise datasets.DatasetError(
+            f"Every image of the {split.name} split failed to decode (first: {all_skipped[0][1]}). "
+            "Expected at least one readable image; check --dataset_dir and --dataset_format."
+        )
+    return all_skipped
 
 
 def extract_features(
@@ -157,6 +202,7 @@ def extract_features(
     validation_split=0.2,
     seed=0,
     allow_pickle=False,
+    on_bad_image="skip",
 ):
     """Extracts and caches the bottleneck features of a dataset's two splits.
 
@@ -181,6 +227,8 @@ def extract_features(
         validation_split: fraction held out when the dataset has no validation split.
         seed: seed of the per-class selection and the validation split.
         allow_pickle: allow loading pickle files (they can run code).
+        on_bad_image: `"skip"` leaves out an image that cannot be decoded (it is
+            listed in the cache's `skipped_filenames` and logged); `"fail"` stops.
 
     Returns:
         A list of `ExtractionResult`, train first.
@@ -193,6 +241,9 @@ def extract_features(
     spec = networks.get_network(network)
     size = networks.resolve_input_size(spec, input_size)
     networks.check_pooling(pooling)
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise ValueError(f"Expected on_bad_image to be one of {BAD_IMAGE_POLICIES}. "
+                         f"Received: on_bad_image={on_bad_image!r}.")
     if batch_size < 1:
         raise ValueError(f"Expected batch_size >= 1. Received: batch_size={batch_size}.")
     if per_class is not None and per_class < 1:
@@ -222,18 +273,19 @@ def extract_features(
 
     model = None
     results = []
-    for split, metadata, path, reused in plans:
-        if reused:
+    for split, metadata, path, existing in plans:
+        if existing:
             logging.info("Reusing %s: same fingerprint %s.", path, metadata.fingerprint()[:12])
-        else:
-            if model is None:
-                model = networks.build_feature_model(spec, weights, pooling, layer, size)
-            feature_shape = tuple(model.output_shape[1:])
-            with cache.CacheWriter(
-                path, metadata, split.labels, split.ids, split.class_names, feature_shape
-            ) as writer:
-                _extract_split(model, spec, split, size, batch_size, writer)
-                writer.commit()
-            logging.info("Wrote %s: %d x %s features.", path, len(split), feature_shape)
-        results.append(ExtractionResult(split.name, path, len(split), reused))
+            results.append(ExtractionResult(
+                split.name, path, existing.num_samples, existing.num_skipped, reused=True))
+            continue
+        if model is None:
+            model = networks.build_feature_model(spec, weights, pooling, layer, size)
+        feature_shape = tuple(model.output_shape[1:])
+        with cache.CacheWriter(path, metadata, split.class_names, feature_shape) as writer:
+            skipped = _extract_split(model, spec, split, size, batch_size, on_bad_image, writer)
+            writer.commit()
+        logging.info("Wrote %s: %d x %s features, %d images skipped.", path, writer.num_rows,
+                     feature_shape, len(skipped))
+        results.append(ExtractionResult(split.name, path, writer.num_rows, len(skipped), reused=False))
     return results

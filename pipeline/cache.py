@@ -154,6 +154,8 @@ class Cache:
         labels: int64 `(num_samples,)`.
         filenames: `(num_samples,)` sample ids.
         class_names: `(num_classes,)` names; `labels` index into it.
+        skipped: `(filename, reason)` of each sample left out (an image that
+            could not be decoded).
         fingerprint: the file's fingerprint.
     """
 
@@ -163,6 +165,7 @@ class Cache:
     labels: np.ndarray
     filenames: tuple
     class_names: tuple
+    skipped: tuple
     fingerprint: str
 
     @property
@@ -201,45 +204,37 @@ def _chunk_rows(feature_shape):
 
 
 class CacheWriter:
-    """Writes a cache file row block by row block, atomically.
+    """Appends rows to a cache file, atomically.
 
-    Rows go to a temporary file in the target's folder; `commit()` marks it
-    complete and renames it over `path`. If the writer is closed without a
-    commit (an exception inside the `with` block), the temporary file is
-    removed and `path` is left as it was.
+    Rows (features with their labels and filenames) go to a temporary file in
+    the target's folder as they come; `commit()` marks it complete and renames
+    it over `path`. If the writer is closed without a commit (an exception
+    inside the `with` block), the temporary file is removed and `path` is left
+    as it was.
 
     Example:
 
     ```python
-    with CacheWriter(path, metadata, labels, filenames, class_names, (512,)) as writer:
-        for start, block in blocks:
-            writer.write(start, block)
+    with CacheWriter(path, metadata, class_names, (512,)) as writer:
+        for features, labels, filenames in batches:
+            writer.append(features, labels, filenames)
+        writer.skip(["bad.jpg"], ["truncated JPEG"])
         writer.commit()
     ```
     """
 
-    def __init__(self, path, metadata, labels, filenames, class_names, feature_shape):
-        """Opens the temporary file and writes everything but the features.
+    def __init__(self, path, metadata, class_names, feature_shape):
+        """Opens the temporary file and writes the header.
 
         Args:
             path: the final cache path.
             metadata: a `CacheMetadata`.
-            labels: `(num_samples,)` integer labels.
-            filenames: `(num_samples,)` sample ids.
             class_names: `(num_classes,)` class names.
             feature_shape: the shape of one sample's features.
         """
-        labels = np.asarray(labels, dtype=np.int64)
-        _check_labels(labels, len(class_names), path)
-        if len(filenames) != len(labels):
-            raise CacheError(
-                f"Expected one filename per label. Received: {len(filenames)} filenames "
-                f"and {len(labels)} labels for {path}."
-            )
         self.path = os.fspath(path)
-        self.num_samples = len(labels)
-        self._filenames = list(filenames)
-        self._rows_written = 0
+        self.num_rows = 0
+        self._num_classes = len(class_names)
         self._committed = False
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
@@ -253,12 +248,12 @@ class CacheWriter:
             os.umask(umask)
             os.chmod(self._tmp_path, 0o666 & ~umask)
             self._file = h5py.File(self._tmp_path, "w")
-            self._write_header(metadata, labels, filenames, class_names, tuple(feature_shape))
+            self._write_header(metadata, class_names, tuple(feature_shape))
         except BaseException:
             self._discard()
             raise
 
-    def _write_header(self, metadata, labels, filenames, class_names, feature_shape):
+    def _write_header(self, metadata, class_names, feature_shape):
         f = self._file
         f.attrs["format"] = FORMAT_NAME
         f.attrs["format_version"] = FORMAT_VERSION
@@ -266,51 +261,68 @@ class CacheWriter:
             f.attrs[key] = value
         f.attrs["fingerprint"] = metadata.fingerprint()
         f.attrs["complete"] = False
-        f.create_dataset(
-            "features", shape=(self.num_samples, *feature_shape), dtype=np.float32,
-            chunks=(_chunk_rows(feature_shape), *feature_shape), maxshape=(None, *feature_shape),
-        )
-        f.create_dataset("labels", data=labels)
-        f.create_dataset("filenames", data=np.asarray(list(filenames), dtype=object), dtype=_STRING)
+        rows = _chunk_rows(feature_shape)
+        f.create_dataset("features", shape=(0, *feature_shape), dtype=np.float32,
+                         chunks=(rows, *feature_shape), maxshape=(None, *feature_shape))
+        f.create_dataset("labels", shape=(0,), dtype=np.int64, chunks=(4096,), maxshape=(None,))
+        for name in ("filenames", "skipped_filenames", "skipped_reasons"):
+            f.create_dataset(name, shape=(0,), dtype=_STRING, chunks=(1024,), maxshape=(None,))
         f.create_dataset(
             "class_names", data=np.asarray(list(class_names), dtype=object), dtype=_STRING
         )
 
-    def write(self, start, features):
-        """Writes rows `[start, start + len(features))`, right after the rows written so far.
+    def _extend(self, name, values):
+        dataset = self._file[name]
+        start = dataset.shape[0]
+        dataset.resize(start + len(values), axis=0)
+        dataset[start:] = values
+
+    def append(self, features, labels, filenames):
+        """Appends rows: each sample's features, label and filename together.
 
         Args:
-            start: index of the first row; must equal the number of rows written.
             features: `(num_rows, *feature_shape)` array of finite values.
+            labels: `(num_rows,)` integer labels in `[0, num_classes)`.
+            filenames: `(num_rows,)` sample ids.
 
         Raises:
-            CacheError: rows out of order or past the end, or a NaN or infinite value.
+            CacheError: lengths that differ, a label out of range, or a NaN or
+                infinite feature.
         """
         features = np.asarray(features, dtype=np.float32)
-        stop = start + len(features)
-        if start != self._rows_written or stop > self.num_samples:
+        labels = np.asarray(labels, dtype=np.int64)
+        filenames = list(filenames)
+        if not len(features) == len(labels) == len(filenames):
             raise CacheError(
-                f"Expected rows [{self._rows_written}, ...) up to {self.num_samples}. "
-                f"Received: rows [{start}, {stop})."
+                f"Expected one label and one filename per feature row for {self.path}. Received: "
+                f"{len(features)} rows, {len(labels)} labels, {len(filenames)} filenames."
             )
+        _check_labels(labels, self._num_classes, self.path)
         finite = np.isfinite(features.reshape(len(features), -1)).all(axis=1)
         if not finite.all():
-            row = start + int(np.argmin(finite))
+            row = int(np.argmin(finite))
             raise CacheError(
-                f"The network produced a non-finite feature (NaN or inf) for row {row} "
-                f"({self._filenames[row]}). Expected finite values; nothing was written to "
-                f"{self.path}. Check the weights file, or use --pooling=avg."
+                f"The network produced a non-finite feature (NaN or inf) for {filenames[row]}. "
+                f"Expected finite values; nothing was written to {self.path}. Check the weights "
+                "file, or use --pooling=avg."
             )
-        self._file["features"][start:stop] = features
-        self._rows_written = stop
+        self._extend("features", features)
+        self._extend("labels", labels)
+        self._extend("filenames", np.asarray(filenames, dtype=object))
+        self.num_rows += len(features)
+
+    def skip(self, filenames, reasons):
+        """Records samples that were left out, and why (e.g. an image that cannot be decoded).
+
+        Args:
+            filenames: `(num_skipped,)` sample ids.
+            reasons: `(num_skipped,)` one line each.
+        """
+        self._extend("skipped_filenames", np.asarray(list(filenames), dtype=object))
+        self._extend("skipped_reasons", np.asarray(list(reasons), dtype=object))
 
     def commit(self):
         """Marks the file complete, flushes it to disk and moves it over the target path."""
-        if self._rows_written != self.num_samples:
-            raise CacheError(
-                f"Expected {self.num_samples} feature rows for {self.path}. "
-                f"Received: {self._rows_written}."
-            )
         self._file.attrs["complete"] = True
         self._file.close()
         with open(self._tmp_path, "rb+") as f:
@@ -395,7 +407,8 @@ def _check_header(f, path):
             f"{path} is incomplete: its extraction did not finish. Run the same "
             "extract_features command again to finish it."
         )
-    for key in ("features", "labels", "filenames", "class_names"):
+    for key in ("features", "labels", "filenames", "class_names", "skipped_filenames",
+                "skipped_reasons"):
         if not isinstance(f.get(key), h5py.Dataset):
             raise CacheError(
                 f"{path} is not a valid bottleneck cache: dataset `{key}` is missing. "
@@ -422,7 +435,7 @@ def _read_rows(f, path):
     """Reads and checks everything but the features' values.
 
     Returns:
-        `(labels, filenames, class_names)`.
+        `(labels, filenames, class_names, skipped)`.
     """
     features, labels = f["features"], f["labels"]
     if features.dtype != np.float32 or features.ndim < 2:
@@ -443,7 +456,11 @@ def _read_rows(f, path):
         raise _corrupt(path, f"`features`, `labels` and `filenames` to have one row per sample; "
                              f"received lengths {lengths}")
     _check_labels(labels, len(class_names), path)
-    return labels, filenames, class_names
+    if f["skipped_reasons"].shape != f["skipped_filenames"].shape:
+        raise _corrupt(path, "one entry of `skipped_reasons` per entry of `skipped_filenames`")
+    skipped = tuple(zip((str(_text(v)) for v in f["skipped_filenames"][()]),
+                        (str(_text(v)) for v in f["skipped_reasons"][()])))
+    return labels, filenames, class_names, skipped
 
 
 def _feature_blocks(dataset, filenames, path):
@@ -480,6 +497,23 @@ def read_metadata(path):
         return metadata, metadata.fingerprint()
 
 
+@dataclasses.dataclass(frozen=True)
+class CacheInfo:
+    """What `verify_cache` found in a valid cache file.
+
+    Attributes:
+        metadata: the settings that produced it.
+        fingerprint: its fingerprint.
+        num_samples: feature rows.
+        num_skipped: samples left out at extraction.
+    """
+
+    metadata: CacheMetadata
+    fingerprint: str
+    num_samples: int
+    num_skipped: int
+
+
 def verify_cache(path):
     """Runs every check of `read_cache` without keeping the features in memory.
 
@@ -487,7 +521,7 @@ def verify_cache(path):
         path: a cache file.
 
     Returns:
-        `(metadata, fingerprint)`.
+        A `CacheInfo`.
 
     Raises:
         CacheError: as `read_cache`.
@@ -495,10 +529,10 @@ def verify_cache(path):
     path = os.fspath(path)
     with _open(path) as f:
         metadata = _check_header(f, path)
-        _, filenames, _ = _read_rows(f, path)
+        _, filenames, _, skipped = _read_rows(f, path)
         for _ in _feature_blocks(f["features"], filenames, path):
             pass
-    return metadata, metadata.fingerprint()
+    return CacheInfo(metadata, metadata.fingerprint(), len(filenames), len(skipped))
 
 
 def read_cache(path):
@@ -519,7 +553,7 @@ def read_cache(path):
     path = os.fspath(path)
     with _open(path) as f:
         metadata = _check_header(f, path)
-        labels, filenames, class_names = _read_rows(f, path)
+        labels, filenames, class_names, skipped = _read_rows(f, path)
         dataset = f["features"]
         features = np.empty(dataset.shape, dtype=np.float32)
         for start, block in _feature_blocks(dataset, filenames, path):
@@ -531,5 +565,6 @@ def read_cache(path):
         labels=labels,
         filenames=filenames,
         class_names=class_names,
+        skipped=skipped,
         fingerprint=metadata.fingerprint(),
     )

@@ -27,10 +27,10 @@ def write_cache(path, num_samples=10, feature_shape=(4,), num_classes=3, block=3
     labels = np.arange(num_samples) % num_classes
     filenames = [f"img_{i}.jpg" for i in range(num_samples)]
     class_names = [f"class_{i}" for i in range(num_classes)]
-    with cache.CacheWriter(path, metadata or make_metadata(), labels, filenames, class_names,
-                           feature_shape) as writer:
+    with cache.CacheWriter(path, metadata or make_metadata(), class_names, feature_shape) as writer:
         for start in range(0, num_samples, block):
-            writer.write(start, features[start:start + block])
+            stop = start + block
+            writer.append(features[start:stop], labels[start:stop], filenames[start:stop])
         writer.commit()
     return features, labels, filenames, class_names
 
@@ -95,47 +95,54 @@ def test_failed_write_leaves_target_and_no_temporary(tmp_path):
     path = str(tmp_path / "a.h5")
     features, _, _, _ = write_cache(path)
     with pytest.raises(RuntimeError, match="boom"):
-        with cache.CacheWriter(path, make_metadata(seed=5), [0, 1], ["a", "b"], ["x", "y"],
-                               (4,)) as writer:
-            writer.write(0, np.ones((1, 4)))
+        with cache.CacheWriter(path, make_metadata(seed=5), ["x", "y"], (4,)) as writer:
+            writer.append(np.ones((1, 4)), [0], ["a"])
             raise RuntimeError("boom")
     np.testing.assert_array_equal(cache.read_cache(path).features, features)
     assert os.listdir(tmp_path) == ["a.h5"]
 
 
-def test_commit_refuses_missing_rows(tmp_path):
+def test_uncommitted_file_is_never_at_the_target(tmp_path):
     path = str(tmp_path / "a.h5")
-    with pytest.raises(cache.CacheError, match=r"Expected 2 feature rows .* Received: 1"):
-        with cache.CacheWriter(path, make_metadata(), [0, 1], ["a", "b"], ["x", "y"], (4,)) as writer:
-            writer.write(0, np.ones((1, 4)))
-            writer.commit()
+    with cache.CacheWriter(path, make_metadata(), ["x", "y"], (4,)) as writer:
+        writer.append(np.ones((1, 4)), [0], ["a"])
+        assert not os.path.exists(path)
+        (temporary,) = os.listdir(tmp_path)
+        assert temporary.startswith(".a.h5.") and temporary.endswith(".tmp")
     assert not os.listdir(tmp_path)
 
 
-def test_writer_rejects_rows_out_of_range(tmp_path):
-    with cache.CacheWriter(str(tmp_path / "a.h5"), make_metadata(), [0, 1], ["a", "b"], ["x", "y"],
-                           (4,)) as writer:
-        with pytest.raises(cache.CacheError, match=r"Expected rows \[0, ...\) up to 2. Received: rows \[1, 3\)"):
-            writer.write(1, np.ones((2, 4)))
-        writer.write(0, np.ones((1, 4)))
-        with pytest.raises(cache.CacheError, match=r"Expected rows \[1, ...\) up to 2. Received: rows \[0, 1\)"):
-            writer.write(0, np.ones((1, 4)))  # an overlapping write would leave a row unwritten
+def test_skipped_samples_round_trip(tmp_path):
+    path = str(tmp_path / "a.h5")
+    with cache.CacheWriter(path, make_metadata(), ["x", "y"], (2,)) as writer:
+        writer.append(np.ones((2, 2)), [0, 1], ["a.jpg", "b.jpg"])
+        writer.skip(["c.jpg"], ["cannot identify image file"])
+        writer.append(np.zeros((1, 2)), [1], ["d.jpg"])
+        writer.commit()
+    loaded = cache.read_cache(path)
+    assert loaded.filenames == ("a.jpg", "b.jpg", "d.jpg")
+    assert loaded.labels.tolist() == [0, 1, 1]
+    assert loaded.skipped == (("c.jpg", "cannot identify image file"),)
+    info = cache.verify_cache(path)
+    assert (info.num_samples, info.num_skipped) == (3, 1)
+
+
+def test_writer_keeps_rows_in_step(tmp_path):
+    with cache.CacheWriter(str(tmp_path / "a.h5"), make_metadata(), ["x", "y"], (4,)) as writer:
+        with pytest.raises(cache.CacheError, match=r"Expected one label and one filename per feature row "
+                           r"for .*a.h5. Received: 2 rows, 1 labels, 2 filenames"):
+            writer.append(np.ones((2, 4)), [0], ["a", "b"])
+        with pytest.raises(cache.CacheError, match=r"Expected labels in \[0, 2\).*Received: label 2"):
+            writer.append(np.ones((1, 4)), [2], ["a"])
+        assert writer.num_rows == 0
 
 
 def test_writer_refuses_non_finite_features(tmp_path):
     path = str(tmp_path / "a.h5")
-    with pytest.raises(cache.CacheError, match=r"non-finite feature \(NaN or inf\) for row 1 \(b\)\. "
+    with pytest.raises(cache.CacheError, match=r"non-finite feature \(NaN or inf\) for b\. "
                        r"Expected finite values; nothing was written to"):
-        with cache.CacheWriter(path, make_metadata(), [0, 1], ["a", "b"], ["x", "y"], (2,)) as writer:
-            writer.write(0, np.array([[1.0, 2.0], [np.nan, 0.0]]))
-    assert not os.listdir(tmp_path)
-
-
-def test_writer_rejects_bad_labels_and_filenames(tmp_path):
-    with pytest.raises(cache.CacheError, match=r"Expected labels in \[0, 2\).*Received: label 2"):
-        cache.CacheWriter(str(tmp_path / "a.h5"), make_metadata(), [0, 2], ["a", "b"], ["x", "y"], (4,))
-    with pytest.raises(cache.CacheError, match="Expected one filename per label"):
-        cache.CacheWriter(str(tmp_path / "a.h5"), make_metadata(), [0, 1], ["a"], ["x", "y"], (4,))
+        with cache.CacheWriter(path, make_metadata(), ["x", "y"], (2,)) as writer:
+            writer.append(np.array([[1.0, 2.0], [np.nan, 0.0]]), [0, 1], ["a", "b"])
     assert not os.listdir(tmp_path)
 
 
@@ -169,6 +176,8 @@ def _replace_dataset(name, data):
     (lambda f: f.__delitem__("features"), "dataset `features` is missing"),
     (lambda f: f.__delitem__("filenames"), "dataset `filenames` is missing"),
     (lambda f: f.__delitem__("class_names"), "dataset `class_names` is missing"),
+    (lambda f: f.__delitem__("skipped_reasons"), "dataset `skipped_reasons` is missing"),
+    (_replace_dataset("skipped_reasons", np.array([b"why"])), "one entry of `skipped_reasons` per entry of `skipped_filenames`"),
     (lambda f: (f.__delitem__("features"), f.create_group("features")), "dataset `features` is missing"),
     (_set_attr("input_size", 32), r"expected attribute `input_size` to be a list of integers. Received: 32"),
     (_set_attr("seed", "0"), r"expected attribute `seed` to be int. Received: '0'"),

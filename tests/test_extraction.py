@@ -164,14 +164,48 @@ def test_validation_split_when_dataset_has_none(tmp_path):
     assert [r.num_samples for r in results] == [12, 3]
 
 
-def test_bad_image_fails_and_writes_nothing(folder_dataset, tmp_path):
+def _break_images(folder_dataset):
+    """Replaces two images with a truncated JPEG and a text file; returns their ids."""
     with open(os.path.join(folder_dataset, "val", "dog", "dog_0.jpg"), "wb") as f:
         f.write(b"\xff\xd8\xff truncated")
+    with open(os.path.join(folder_dataset, "train", "cat", "cat_1.png"), "w") as f:
+        f.write("not an image")
+    return "train/cat/cat_1.png", "val/dog/dog_0.jpg"
+
+
+def test_bad_images_are_skipped_and_listed(folder_dataset, tmp_path, caplog):
+    bad_train, bad_val = _break_images(folder_dataset)
+    results = extract(folder_dataset, tmp_path)
+    assert [(r.num_samples, r.num_skipped) for r in results] == [(11, 1), (5, 1)]
+    for result, bad in zip(results, (bad_train, bad_val)):
+        loaded = cache.read_cache(result.path)
+        assert bad not in loaded.filenames
+        assert [name for name, _ in loaded.skipped] == [bad]
+        assert bad in loaded.skipped[0][1]  # the reason names the file
+        # Rows stay in step: every kept row's label is its own image's.
+        splits = datasets.prepare_splits(folder_dataset)
+        expected = dict(zip(splits[result.split].ids, splits[result.split].labels))
+        assert [expected[name] for name in loaded.filenames] == loaded.labels.tolist()
+    assert f"Skipped {bad_train}" in caplog.text
+    assert [r.reused for r in extract(folder_dataset, tmp_path)] == [True, True]
+
+
+def test_bad_image_fails_on_request_and_writes_nothing(folder_dataset, tmp_path):
+    _break_images(folder_dataset)
     output = tmp_path / "out"
-    with pytest.raises(datasets.DatasetError, match="dog_0.jpg"):
-        extract(folder_dataset, output)
-    # The training cache finished before the failure and stays; no partial validation file.
-    assert sorted(os.listdir(output)) == ["vgg16_shapes_bottleneck_features_train.h5"]
+    with pytest.raises(datasets.DatasetError, match="cat_1.png"):
+        extract(folder_dataset, output, on_bad_image="fail")
+    assert not output.exists() or not os.listdir(output)
+
+
+def test_all_images_bad_is_an_error(tmp_path):
+    root = tmp_path / "broken"
+    for name in ("a", "b"):
+        os.makedirs(root / name)
+        (root / name / "x.jpg").write_bytes(b"junk")
+        (root / name / "y.jpg").write_bytes(b"junk")
+    with pytest.raises(datasets.DatasetError, match="Every image of the .* split failed to decode"):
+        extract(str(root), tmp_path / "out", validation_split=0.5)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -182,6 +216,7 @@ def test_bad_image_fails_and_writes_nothing(folder_dataset, tmp_path):
     (dict(pooling="sum"), "Expected pooling to be one of"),
     (dict(input_size=8), "vgg16 needs inputs of at least 32x32 pixels"),
     (dict(weights="missing.weights.h5"), "Expected --weights to be 'imagenet', 'none', or a path"),
+    (dict(on_bad_image="ignore"), r"Expected on_bad_image to be one of \('skip', 'fail'\)"),
 ])
 def test_bad_arguments_write_nothing(folder_dataset, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -20,10 +20,9 @@ def write_split(path, split, num_classes=3, per_class=20, feature_shape=(8,), se
     centres = np.random.default_rng(centre_seed).normal(scale=3.0, size=(num_classes, *feature_shape))
     labels = np.repeat(np.arange(num_classes), per_class)
     features = centres[labels] + rng.normal(scale=0.5, size=(len(labels), *feature_shape))
-    with cache.CacheWriter(path, make_metadata(split=split, **metadata), labels,
-                           [f"{split}_{i}.jpg" for i in range(len(labels))],
+    with cache.CacheWriter(path, make_metadata(split=split, **metadata),
                            [f"class_{i}" for i in range(num_classes)], feature_shape) as writer:
-        writer.write(0, features)
+        writer.append(features, labels, [f"{split}_{i}.jpg" for i in range(len(labels))])
         writer.commit()
     return str(path)
 
@@ -133,9 +132,9 @@ def test_split_roles_are_checked(pair, tmp_path):
 def test_overlapping_splits_are_refused(tmp_path):
     train = write_split(tmp_path / "t.h5", "train")
     # Same sample ids in the validation file: validation data would be trained on.
-    with cache.CacheWriter(str(tmp_path / "v.h5"), make_metadata(split="validation"), [0, 1],
-                           ["train_0.jpg", "other.jpg"], ["class_0", "class_1", "class_2"], (8,)) as w:
-        w.write(0, np.zeros((2, 8)))
+    with cache.CacheWriter(str(tmp_path / "v.h5"), make_metadata(split="validation"),
+                           ["class_0", "class_1", "class_2"], (8,)) as w:
+        w.append(np.zeros((2, 8)), [0, 1], ["train_0.jpg", "other.jpg"])
         w.commit()
     with pytest.raises(ValueError, match=r"1 samples are in both .*t.h5 and .*v.h5 \(e.g. train_0.jpg\): "
                        "validation data would leak into training"):
