@@ -7,6 +7,8 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
+from typing import Optional
 
 import numpy as np
 from absl import logging
@@ -113,8 +115,8 @@ def file_network_name(network, spec):
     return network.lower() if network.lower() in networks.ALIASES else spec.name
 
 
-def _batches(num_samples, batch_size):
-    return [(start, min(start + batch_size, num_samples)) for start in range(0, num_samples, batch_size)]
+def _batches(start, stop, batch_size):
+    return [(first, min(first + batch_size, stop)) for first in range(start, stop, batch_size)]
 
 
 def _load_batch(split, indices, input_size, on_bad_image):
@@ -143,29 +145,22 @@ def _load_batch(split, indices, input_size, on_bad_image):
     return (np.stack(images) if images else empty), np.asarray(kept, dtype=np.int64), skipped
 
 
-def _extract_split(model, spec, split, input_size, batch_size, on_bad_image, writer):
-    """Runs `model` over `split` in batches and appends every row to `writer`.
+def _extract_samples(model, spec, split, start, stop, input_size, batch_size, on_bad_image, writer,
+                     progress):
+    """Runs `model` over samples `[start, stop)` of `split` and appends the rows to `writer`.
 
     Decoding the next batch overlaps with the network's work on this one.
-
-    Returns:
-        The `(id, reason)` of each image left out.
     """
-    from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
-
     preprocess_input = spec.preprocess_input
 
     def load(bounds):
         images, kept, skipped = _load_batch(split, np.arange(*bounds), input_size, on_bad_image)
         return preprocess_input(images.astype(np.float32)), kept, skipped
 
-    bounds = _batches(len(split), batch_size)
-    all_skipped = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, tqdm.tqdm(
-        total=len(split), unit="img", desc=f"{spec.name} {split.name}"
-    ) as progress:
+    bounds = _batches(start, stop, batch_size)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load, bounds[0]) if bounds else None
-        for i, (start, stop) in enumerate(bounds):
+        for i, (first, last) in enumerate(bounds):
             batch, kept, skipped = pending.result()
             if i + 1 < len(bounds):
                 pending = pool.submit(load, bounds[i + 1])
@@ -176,14 +171,174 @@ def _extract_split(model, spec, split, input_size, batch_size, on_bad_image, wri
                 writer.skip(*zip(*skipped))
                 for name, reason in skipped:
                     logging.warning("Skipped %s: %s", name, reason)
-                all_skipped.extend(skipped)
-            progress.update(stop - start)
-    if len(split) and len(all_skipped) == len(split):
+            progress.update(last - first)
+
+
+def _finished_part(path, metadata, samples):
+    """True if `path` is an intact part of `samples` made with `metadata`; removes a bad one."""
+    if not os.path.exists(path):
+        return False
+    try:
+        info = cache.verify_cache(path)
+        if info.fingerprint == metadata.fingerprint() and cache.part_samples(path) == samples:
+            return True
+    except cache.CacheError as error:
+        logging.warning("Extracting %s again: %s", path, error)
+    os.remove(path)
+    return False
+
+
+def _remove_temporaries(folder, prefix):
+    """Removes temporary files an interrupted writer left in `folder`."""
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith(prefix) and name.endswith(".tmp"):
+                os.remove(os.path.join(folder, name))
+
+
+def _extract_plan(model, spec, plan, input_size, batch_size, on_bad_image, checkpoint_every):
+    """Extracts a plan's samples as checkpointed parts, then merges them into its file.
+
+    Parts already finished by an interrupted run with the same settings are
+    kept, so a run started again continues where the last one stopped.
+
+    Returns:
+        The `cache.CacheInfo` of the written file.
+    """
+    from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
+
+    split, metadata = plan.split, plan.metadata
+    work = cache.parts_folder(plan.path, metadata.fingerprint())
+    _remove_temporaries(os.path.dirname(os.path.abspath(plan.path)),
+                        f".{os.path.basename(plan.path)}.")
+    _remove_temporaries(work, ".")
+    os.makedirs(work, exist_ok=True)
+    feature_shape = tuple(model.output_shape[1:])
+    lo, hi, total = plan.samples
+    parts = []
+    try:
+        with tqdm.tqdm(total=hi - lo, unit="img", desc=f"{spec.name} {split.name}") as progress:
+            for start, stop in _parts(lo, hi, checkpoint_every):
+                part = os.path.join(work, f"part-{start:010d}-{stop:010d}.h5")
+                if _finished_part(part, metadata, (start, stop, total)):
+                    progress.update(stop - start)
+                else:
+                    with cache.CacheWriter(part, metadata, split.class_names, feature_shape,
+                                           samples=(start, stop, total)) as writer:
+                        _extract_samples(model, spec, split, start, stop, input_size, batch_size,
+                                         on_bad_image, writer, progress)
+                        writer.commit()
+                parts.append(part)
+    except BaseException:
+        # Finished parts stay for the next run to resume from; an empty folder does not.
+        if not os.listdir(work):
+            os.rmdir(work)
+        raise
+    info = cache.merge_parts(parts, plan.path, metadata, plan.samples)
+    shutil.rmtree(work)
+    if hi > lo and info.num_samples == 0:
+        os.remove(plan.path)
         raise datasets.DatasetError(
-            f"Every image of the {split.name} split failed to decode (first: {all_skipped[0][1]}). "
+            f"Every image of samples [{lo}, {hi}) of the {split.name} split failed to decode. "
             "Expected at least one readable image; check --dataset_dir and --dataset_format."
         )
-    return all_skipped
+    return info
+
+
+def _parts(lo, hi, checkpoint_every):
+    """Checkpoint ranges `[start, stop)` over `[lo, hi)`, aligned to multiples of `checkpoint_every`.
+
+    Alignment to the split (not to `lo`) gives a shard the same parts, and so
+    the same batches, as an unsharded run.
+    """
+    edges = sorted({lo, hi, *range((lo // checkpoint_every + 1) * checkpoint_every, hi,
+                                   checkpoint_every)})
+    return list(zip(edges[:-1], edges[1:])) or [(lo, hi)]
+
+
+def shard_range(total, num_shards, shard_index, checkpoint_every):
+    """The `[start, stop)` samples of a shard: whole checkpoint parts, split as evenly as possible.
+
+    Args:
+        total: samples in the split.
+        num_shards: how many shards.
+        shard_index: this shard, in `[0, num_shards)`.
+        checkpoint_every: samples per checkpoint part.
+
+    Returns:
+        `(start, stop)`; empty when there are more shards than parts.
+    """
+    num_parts = -(-total // checkpoint_every)
+    first = shard_index * num_parts // num_shards
+    last = (shard_index + 1) * num_parts // num_shards
+    return min(first * checkpoint_every, total), min(last * checkpoint_every, total)
+
+
+def shard_filename(path, num_shards, shard_index):
+    """`x_train.h5` -> `x_train-00001-of-00004.h5` for shard 1 of 4."""
+    stem, ext = os.path.splitext(path)
+    return f"{stem}-{shard_index:05d}-of-{num_shards:05d}{ext}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What to write for one split: the file, and which of the split's samples go in it."""
+
+    split: datasets.Split
+    metadata: cache.CacheMetadata
+    path: str
+    samples: tuple
+    existing: Optional[cache.CacheInfo]
+
+
+def _check_options(batch_size, per_class, on_bad_image, num_shards, shard_index, merge,
+                   checkpoint_every):
+    for name, value in (("batch_size", batch_size), ("num_shards", num_shards),
+                        ("checkpoint_every", checkpoint_every)):
+        if value < 1:
+            raise ValueError(f"Expected {name} >= 1. Received: {name}={value}.")
+    if per_class is not None and per_class < 1:
+        raise ValueError(f"Expected per_class >= 1 (or unset for all). Received: per_class={per_class}.")
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise ValueError(f"Expected on_bad_image to be one of {BAD_IMAGE_POLICIES}. "
+                         f"Received: on_bad_image={on_bad_image!r}.")
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"Expected 0 <= shard_index < num_shards. Received: "
+                         f"shard_index={shard_index}, num_shards={num_shards}.")
+    if merge and num_shards < 2:
+        raise ValueError(f"Expected --num_shards >= 2 with --merge (the number of shards to merge). "
+                         f"Received: num_shards={num_shards}.")
+
+
+def _plan(split, metadata, path, overwrite, num_shards, shard_index, checkpoint_every):
+    total = len(split)
+    if num_shards > 1:
+        path = shard_filename(path, num_shards, shard_index)
+        samples = (*shard_range(total, num_shards, shard_index, checkpoint_every), total)
+    else:
+        samples = (0, total, total)
+    return _Plan(split, metadata, path, samples, _check_existing(path, metadata, overwrite))
+
+
+def _merge_shards(plan, num_shards):
+    """Merges the shard files of `plan`'s cache into it; returns its `cache.CacheInfo`."""
+    shards = [shard_filename(plan.path, num_shards, i) for i in range(num_shards)]
+    missing = [path for path in shards if not os.path.exists(path)]
+    if missing:
+        raise cache.CacheError(
+            f"Expected {num_shards} shard files of {plan.path}. Missing: {', '.join(missing)}. "
+            "Run those shards (the same command with --shard_index), then merge again."
+        )
+    return cache.merge_parts(shards, plan.path, plan.metadata, (0, len(plan.split), len(plan.split)))
+
+
+def _build_model(spec, weights, pooling, layer, size, seed):
+    if weights == "none":
+        import keras  # pylint: disable=g-import-not-at-top
+
+        # Seeded, so that random weights are the same in a resumed run and in every shard.
+        keras.utils.set_random_seed(seed)
+    return networks.build_feature_model(spec, weights, pooling, layer, size)
 
 
 def extract_features(
@@ -203,6 +358,10 @@ def extract_features(
     seed=0,
     allow_pickle=False,
     on_bad_image="skip",
+    num_shards=1,
+    shard_index=0,
+    merge=False,
+    checkpoint_every=1024,
 ):
     """Extracts and caches the bottleneck features of a dataset's two splits.
 
@@ -211,6 +370,10 @@ def extract_features(
     cache already there with the same fingerprint is reused; one with another
     fingerprint is replaced only when `overwrite` is True.
 
+    Progress is checkpointed every `checkpoint_every` samples: a run that was
+    killed continues, when started again with the same arguments, from its last
+    finished checkpoint, and writes the same cache an uninterrupted run would.
+
     Args:
         network: a registry name or alias, e.g. `"vgg"` or `"mobilenet_v2"`.
         dataset_dir: dataset folder or file; None for scikit-learn's digits.
@@ -218,17 +381,23 @@ def extract_features(
         output_dir: where the caches go.
         per_class: keep this many training examples per class (None: all).
         batch_size: images per network call.
-        weights: `"imagenet"`, `"none"`, or a path to a weights file.
+        weights: `"imagenet"`, `"none"` (random, seeded by `seed`), or a path
+            to a weights file.
         pooling: `"avg"`, `"max"` or `"none"`.
         layer: take this layer's output instead of the last block's.
         input_size: resize images to this side instead of the network's default.
-        overwrite: replace caches made with other settings.
+        overwrite: replace caches made with other settings, or damaged ones.
         dataset_format: one of `pipeline.datasets.FORMATS`, or None to detect.
         validation_split: fraction held out when the dataset has no validation split.
         seed: seed of the per-class selection and the validation split.
         allow_pickle: allow loading pickle files (they can run code).
         on_bad_image: `"skip"` leaves out an image that cannot be decoded (it is
             listed in the cache's `skipped_filenames` and logged); `"fail"` stops.
+        num_shards: split the work into this many shards (for many machines).
+        shard_index: with `num_shards > 1`, the shard to extract, into its own
+            `...-<index>-of-<num_shards>.h5` file.
+        merge: with `num_shards > 1`, merge the shard files into the caches.
+        checkpoint_every: samples per checkpoint.
 
     Returns:
         A list of `ExtractionResult`, train first.
@@ -241,13 +410,8 @@ def extract_features(
     spec = networks.get_network(network)
     size = networks.resolve_input_size(spec, input_size)
     networks.check_pooling(pooling)
-    if on_bad_image not in BAD_IMAGE_POLICIES:
-        raise ValueError(f"Expected on_bad_image to be one of {BAD_IMAGE_POLICIES}. "
-                         f"Received: on_bad_image={on_bad_image!r}.")
-    if batch_size < 1:
-        raise ValueError(f"Expected batch_size >= 1. Received: batch_size={batch_size}.")
-    if per_class is not None and per_class < 1:
-        raise ValueError(f"Expected per_class >= 1 (or unset for all). Received: per_class={per_class}.")
+    _check_options(batch_size, per_class, on_bad_image, num_shards, shard_index, merge,
+                   checkpoint_every)
     dataset = dataset or default_dataset_name(dataset_dir)
     _check_name("dataset", dataset)
     weights_id, weights_sha = networks.weights_identity(weights)
@@ -269,23 +433,24 @@ def extract_features(
         )
         path = os.path.join(
             output_dir, cache.cache_filename(file_network_name(network, spec), dataset, name, per_class))
-        plans.append((split, metadata, path, _check_existing(path, metadata, overwrite)))
+        plans.append(_plan(split, metadata, path, overwrite or merge, 1 if merge else num_shards,
+                           shard_index, checkpoint_every))
 
     model = None
     results = []
-    for split, metadata, path, existing in plans:
-        if existing:
-            logging.info("Reusing %s: same fingerprint %s.", path, metadata.fingerprint()[:12])
-            results.append(ExtractionResult(
-                split.name, path, existing.num_samples, existing.num_skipped, reused=True))
-            continue
-        if model is None:
-            model = networks.build_feature_model(spec, weights, pooling, layer, size)
-        feature_shape = tuple(model.output_shape[1:])
-        with cache.CacheWriter(path, metadata, split.class_names, feature_shape) as writer:
-            skipped = _extract_split(model, spec, split, size, batch_size, on_bad_image, writer)
-            writer.commit()
-        logging.info("Wrote %s: %d x %s features, %d images skipped.", path, writer.num_rows,
-                     feature_shape, len(skipped))
-        results.append(ExtractionResult(split.name, path, writer.num_rows, len(skipped), reused=False))
+    for plan in plans:
+        if plan.existing:
+            logging.info("Reusing %s: same fingerprint %s.", plan.path, plan.metadata.fingerprint()[:12])
+            info, reused = plan.existing, True
+        elif merge:
+            info, reused = _merge_shards(plan, num_shards), False
+        else:
+            model = model or _build_model(spec, weights, pooling, layer, size, seed)
+            info, reused = _extract_plan(model, spec, plan, size, batch_size, on_bad_image,
+                                         checkpoint_every), False
+        if not reused:
+            logging.info("Wrote %s: %d rows, %d images skipped.", plan.path, info.num_samples,
+                         info.num_skipped)
+        results.append(ExtractionResult(plan.split.name, plan.path, info.num_samples,
+                                        info.num_skipped, reused))
     return results

@@ -13,6 +13,7 @@ settings that produced the features (`CacheMetadata`), `complete`, and
 in the target's folder that replaces the target only once every row is written.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -223,7 +224,7 @@ class CacheWriter:
     ```
     """
 
-    def __init__(self, path, metadata, class_names, feature_shape):
+    def __init__(self, path, metadata, class_names, feature_shape, samples=None):
         """Opens the temporary file and writes the header.
 
         Args:
@@ -231,9 +232,13 @@ class CacheWriter:
             metadata: a `CacheMetadata`.
             class_names: `(num_classes,)` class names.
             feature_shape: the shape of one sample's features.
+            samples: for a part file (a checkpoint or a shard), the
+                `(start, stop, total)` range of the split's samples it covers.
         """
+        self._samples = samples
         self.path = os.fspath(path)
         self.num_rows = 0
+        self.num_skipped = 0
         self._num_classes = len(class_names)
         self._committed = False
         folder = os.path.dirname(os.path.abspath(self.path))
@@ -261,6 +266,8 @@ class CacheWriter:
             f.attrs[key] = value
         f.attrs["fingerprint"] = metadata.fingerprint()
         f.attrs["complete"] = False
+        if self._samples is not None:
+            f.attrs["part_samples"] = np.asarray(self._samples, dtype=np.int64)
         rows = _chunk_rows(feature_shape)
         f.create_dataset("features", shape=(0, *feature_shape), dtype=np.float32,
                          chunks=(rows, *feature_shape), maxshape=(None, *feature_shape))
@@ -320,6 +327,7 @@ class CacheWriter:
         """
         self._extend("skipped_filenames", np.asarray(list(filenames), dtype=object))
         self._extend("skipped_reasons", np.asarray(list(reasons), dtype=object))
+        self.num_skipped += len(filenames)
 
     def commit(self):
         """Marks the file complete, flushes it to disk and moves it over the target path."""
@@ -373,15 +381,30 @@ def _check_labels(labels, num_classes, path):
         )
 
 
+def parts_folder(path, fingerprint):
+    """The folder of checkpointed parts of the cache `path` while it is being extracted."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.{fingerprint[:16]}.parts")
+
+
 def _open(path):
     path = os.fspath(path)
     if not os.path.exists(path):
+        folder, name = os.path.split(os.path.abspath(path))
+        entries = os.listdir(folder) if os.path.isdir(folder) else []
+        if any(e.startswith(f".{name}.") and e.endswith(".parts") for e in entries):
+            raise CacheError(
+                f"Cache file {path} is not finished: its extraction is running or was "
+                "interrupted. Run the same extract_features command again to resume it."
+            )
         raise CacheError(
             f"Cache file {path} does not exist. Expected a file written by extract_features, "
             "e.g. <network>_<dataset>_bottleneck_features_train.h5."
         )
     try:
-        return h5py.File(path, "r")
+        # A finished cache is never written again, so readers need no file lock (which
+        # some network file systems do not support).
+        return h5py.File(path, "r", locking=False)
     except OSError as error:
         raise CacheError(
             f"{path} is not a readable HDF5 file ({error}). It may be truncated or corrupt; "
@@ -568,3 +591,101 @@ def read_cache(path):
         skipped=skipped,
         fingerprint=metadata.fingerprint(),
     )
+
+
+def part_samples(path):
+    """Returns the `(start, stop, total)` sample range of a finished part file.
+
+    Raises:
+        CacheError: the file is not a valid cache, or not a part.
+    """
+    with _open(path) as f:
+        _check_header(f, path)
+        samples = f.attrs.get("part_samples")
+    if samples is None or np.shape(samples) != (3,):
+        raise CacheError(
+            f"{path} is a whole cache, not a part: expected attribute `part_samples` = "
+            "(start, stop, total). Merge only the part files extract_features wrote."
+        )
+    return tuple(int(v) for v in samples)
+
+
+def _check_coverage(ranges, start, stop, total):
+    """Raises `CacheError` unless `ranges` tile `[start, stop)` of `total` samples exactly."""
+    position = start
+    for (first, last, size), path in ranges:
+        if size != total:
+            raise CacheError(
+                f"{path} is a part of a split of {size} samples. Expected parts of one split of "
+                f"{total} samples; it comes from another extraction."
+            )
+        if first != position:
+            problem = (f"samples [{position}, {first}) are missing" if first > position else
+                       f"samples [{first}, {min(position, last)}) appear twice")
+            raise CacheError(
+                f"Expected parts covering samples [{start}, {stop}) exactly once. Received: "
+                f"{path} starts at sample {first}, so {problem}. Add the missing part (run that "
+                "shard again) or remove the duplicate."
+            )
+        position = last
+    if position != stop:
+        raise CacheError(
+            f"Expected parts covering samples [{start}, {stop}) exactly once. Received: parts end "
+            f"at sample {position}, so samples [{position}, {stop}) are missing. Run the missing "
+            "shard, then merge again."
+        )
+
+
+def merge_parts(part_paths, path, metadata, samples):
+    """Concatenates part files, in sample order, into one cache file, atomically.
+
+    Args:
+        part_paths: finished part files, in any order.
+        path: the cache to write (itself a part when `samples` is not the whole split).
+        metadata: the settings every part must have been made with.
+        samples: `(start, stop, total)`: the range the parts must tile, without
+            gaps or overlaps.
+
+    Returns:
+        A `CacheInfo` of the written file.
+
+    Raises:
+        CacheError: a part is invalid, made with other settings, or the parts
+            leave a gap, overlap, or belong to a split of another size.
+    """
+    ranges = []
+    for part in part_paths:
+        part_metadata, fingerprint = read_metadata(part)
+        if fingerprint != metadata.fingerprint():
+            differences = "; ".join(part_metadata.differences(metadata))
+            raise CacheError(
+                f"{part} was made with other settings ({differences} (part != expected)). "
+                "Expected every part from the same extract_features flags."
+            )
+        ranges.append((part_samples(part), part))
+    ranges.sort()
+    start, stop, total = samples
+    _check_coverage(ranges, start, stop, total)
+    if not ranges:
+        raise CacheError(f"Expected at least one part to merge into {path}. Received: none.")
+    whole = (start, stop) == (0, total)
+    with contextlib.ExitStack() as stack:
+        writer = None
+        for _, part in ranges:
+            with _open(part) as f:
+                _check_header(f, part)
+                labels, filenames, names, skipped = _read_rows(f, part)
+                if writer is None:
+                    writer = stack.enter_context(CacheWriter(
+                        path, metadata, names, f["features"].shape[1:],
+                        samples=None if whole else samples))
+                    first = (names, f["features"].shape[1:])
+                elif (names, f["features"].shape[1:]) != first:
+                    raise _corrupt(part, f"the class names and feature shape of {ranges[0][1]}")
+                for offset, block in _feature_blocks(f["features"], filenames, part):
+                    end = offset + len(block)
+                    writer.append(block, labels[offset:end], filenames[offset:end])
+                if skipped:
+                    writer.skip(*zip(*skipped))
+        writer.commit()
+    return CacheInfo(metadata, metadata.fingerprint(), writer.num_rows, writer.num_skipped)
