@@ -62,6 +62,17 @@ _ALLOW_PICKLE = flags.DEFINE_boolean(
 _ON_BAD_IMAGE = flags.DEFINE_enum(
     "on_bad_image", "skip", extraction.BAD_IMAGE_POLICIES, "What to do with an image that cannot "
     "be decoded: skip it (it is listed in the output and in the cache) or fail.")
+_CHECKPOINT_EVERY = flags.DEFINE_integer(
+    "checkpoint_every", 1024, "Samples per checkpoint: a killed run, started again with the same "
+    "flags, resumes from its last finished checkpoint.", lower_bound=1)
+_NUM_SHARDS = flags.DEFINE_integer(
+    "num_shards", 1, "Split the work into this many shards, e.g. one per machine or array task.",
+    lower_bound=1)
+_SHARD_INDEX = flags.DEFINE_integer(
+    "shard_index", 0, "With --num_shards: the shard to extract (0-based), into its own "
+    "...-<index>-of-<num_shards>.h5 files.", lower_bound=0)
+_MERGE = flags.DEFINE_boolean(
+    "merge", False, "With --num_shards: merge the finished shard files into the two caches.")
 flags.adopt_module_key_flags(cli)
 
 
@@ -88,6 +99,10 @@ def main(argv):
         seed=cli.SEED.value,
         allow_pickle=_ALLOW_PICKLE.value,
         on_bad_image=_ON_BAD_IMAGE.value,
+        num_shards=_NUM_SHARDS.value,
+        shard_index=_SHARD_INDEX.value,
+        merge=_MERGE.value,
+        checkpoint_every=_CHECKPOINT_EVERY.value,
     )
     for result in results:
         state = "reused" if result.reused else "written"
