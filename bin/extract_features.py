@@ -29,6 +29,7 @@ from bin import cli
 from features import extraction
 from features import networks
 from pipeline import datasets
+from pipeline import jobs
 
 _NETWORK = flags.DEFINE_string(
     "network", None, f"Network: {', '.join(networks.list_networks())}; or its Keras class name "
@@ -73,6 +74,13 @@ _SHARD_INDEX = flags.DEFINE_integer(
     "...-<index>-of-<num_shards>.h5 files.", lower_bound=0)
 _MERGE = flags.DEFINE_boolean(
     "merge", False, "With --num_shards: merge the finished shard files into the two caches.")
+_EXECUTOR = flags.DEFINE_enum(
+    "executor", "local", jobs.EXECUTORS, "local: extract here. ray: run the shards as Ray tasks "
+    "(one per GPU, or per CPU where there are none, unless --num_shards is given) and merge them; "
+    "the output folder must be shared by the cluster's machines.")
+_RAY_ADDRESS = flags.DEFINE_string(
+    "ray_address", None, "With --executor=ray: the cluster's address (e.g. ray://head:10001 or "
+    "auto). Default: a new local Ray instance.")
 flags.adopt_module_key_flags(cli)
 
 
@@ -103,6 +111,8 @@ def main(argv):
         shard_index=_SHARD_INDEX.value,
         merge=_MERGE.value,
         checkpoint_every=_CHECKPOINT_EVERY.value,
+        executor=_EXECUTOR.value,
+        ray_address=_RAY_ADDRESS.value,
     )
     for result in results:
         state = "reused" if result.reused else "written"

@@ -16,6 +16,7 @@ from absl import logging
 from features import networks
 from pipeline import cache
 from pipeline import datasets
+from pipeline import jobs
 
 _VERSIONED_PACKAGES = ("bottleneck-cache", "tensorflow", "keras", "h5py", "numpy")
 BAD_IMAGE_POLICIES = ("skip", "fail")
@@ -332,6 +333,22 @@ def _merge_shards(plan, num_shards):
     return cache.merge_parts(shards, plan.path, plan.metadata, (0, len(plan.split), len(plan.split)))
 
 
+def _run_shards_on_ray(arguments):
+    """Extracts every shard as a Ray task; returns the number of shards.
+
+    Without `num_shards`, there is one shard per GPU of the cluster, or per CPU
+    where it has none (at least two).
+    """
+    with jobs.ray_session(arguments["ray_address"]) as (cpus, gpus):
+        num_shards = arguments["num_shards"]
+        if num_shards == 1:
+            num_shards = max(2, gpus or cpus)
+        calls = [{**arguments, "executor": "local", "num_shards": num_shards, "shard_index": index,
+                  "merge": False} for index in range(num_shards)]
+        jobs.run_on_ray(extract_features, calls, num_gpus=1 if gpus else 0)
+    return num_shards
+
+
 def _build_model(spec, weights, pooling, layer, size, seed):
     if weights == "none":
         import keras  # pylint: disable=g-import-not-at-top
@@ -362,6 +379,8 @@ def extract_features(
     shard_index=0,
     merge=False,
     checkpoint_every=1024,
+    executor="local",
+    ray_address=None,
 ):
     """Extracts and caches the bottleneck features of a dataset's two splits.
 
@@ -398,6 +417,11 @@ def extract_features(
             `...-<index>-of-<num_shards>.h5` file.
         merge: with `num_shards > 1`, merge the shard files into the caches.
         checkpoint_every: samples per checkpoint.
+        executor: `"local"` runs here; `"ray"` runs the shards as Ray tasks
+            (one per CPU slot, or GPU where there are GPUs, unless `num_shards`
+            is given) and merges them here. The output folder must be shared
+            by every machine of the cluster.
+        ray_address: the Ray cluster to use; None starts a local instance.
 
     Returns:
         A list of `ExtractionResult`, train first.
@@ -406,12 +430,16 @@ def extract_features(
         ValueError: bad arguments, dataset or cache (`DatasetError`,
             `NetworkError` and `CacheError` are `ValueError`s).
     """
+    arguments = dict(locals())
     _check_name("network", network)
     spec = networks.get_network(network)
     size = networks.resolve_input_size(spec, input_size)
     networks.check_pooling(pooling)
     _check_options(batch_size, per_class, on_bad_image, num_shards, shard_index, merge,
                    checkpoint_every)
+    if executor not in jobs.EXECUTORS:
+        raise ValueError(f"Expected executor to be one of {jobs.EXECUTORS}. "
+                         f"Received: executor={executor!r}.")
     dataset = dataset or default_dataset_name(dataset_dir)
     _check_name("dataset", dataset)
     weights_id, weights_sha = networks.weights_identity(weights)
@@ -433,9 +461,15 @@ def extract_features(
         )
         path = os.path.join(
             output_dir, cache.cache_filename(file_network_name(network, spec), dataset, name, per_class))
-        plans.append(_plan(split, metadata, path, overwrite or merge, 1 if merge else num_shards,
-                           shard_index, checkpoint_every))
+        sharded_here = executor == "local" and not merge
+        plans.append(_plan(split, metadata, path, overwrite or merge,
+                           num_shards if sharded_here else 1, shard_index, checkpoint_every))
 
+    if executor == "ray" and not all(plan.existing for plan in plans):
+        num_shards = _run_shards_on_ray(arguments)
+        merge = True
+        plans = [_plan(plan.split, plan.metadata, plan.path, True, 1, 0, checkpoint_every)
+                 for plan in plans]
     model = None
     results = []
     for plan in plans:

@@ -173,3 +173,23 @@ def test_sigkill_then_resume(folder_dataset, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert_same_caches(extract(folder_dataset, output, checkpoint_every=2, batch_size=1), reference)
+
+
+@pytest.mark.slow
+def test_ray_executor_matches_a_local_run(folder_dataset, tmp_path):
+    pytest.importorskip("ray")
+    reference = extract(folder_dataset, tmp_path / "reference")
+    results = extract(folder_dataset, tmp_path / "ray", executor="ray", num_shards=2)
+    assert_same_caches(results, reference)
+    shards = [f"vgg16_shapes_bottleneck_features_{split}-{i:05d}-of-00002.h5"
+              for split in ("train", "validation") for i in range(2)]
+    assert sorted(os.listdir(tmp_path / "ray")) == sorted(
+        [os.path.basename(r.path) for r in results] + shards)
+    # Run again: the merged caches are reused.
+    assert [r.reused for r in extract(folder_dataset, tmp_path / "ray", executor="ray")] == [True, True]
+
+
+def test_bad_executor(folder_dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"Expected executor to be one of \('local', 'ray'\). "
+                       r"Received: executor='slurm'"):
+        extract(folder_dataset, tmp_path, executor="slurm")
