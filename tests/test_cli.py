@@ -57,6 +57,17 @@ def test_both_commands_end_to_end(folder_dataset, tmp_path, capsys):
     assert "head=softmax" in captured.out
 
 
+def test_shard_and_merge_flags(folder_dataset, tmp_path, capsys):
+    caches = str(tmp_path / "caches")
+    for index in ("0", "1"):
+        out = run_extract(capsys, dataset_dir=folder_dataset, output_dir=caches, num_shards="2",
+                          shard_index=index, checkpoint_every="4").out
+        assert f"bottleneck_features_train-0000{index}-of-00002.h5" in out
+    out = run_extract(capsys, dataset_dir=folder_dataset, output_dir=caches, num_shards="2",
+                      merge="true", checkpoint_every="4").out
+    assert "vgg16_shapes_bottleneck_features_train.h5 (12 samples, written)" in out
+
+
 @pytest.mark.parametrize("module", [extract_features, feature_extraction])
 def test_extra_arguments_are_rejected(module):
     with pytest.raises(app.UsageError, match="Too many command-line arguments: stray"):
