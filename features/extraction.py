@@ -197,6 +197,14 @@ def _remove_temporaries(folder, prefix):
                 os.remove(os.path.join(folder, name))
 
 
+def _remove_parts_folders(path):
+    """Removes the checkpoint folders of `path`: this run's, and those of runs with other settings."""
+    folder, name = os.path.split(os.path.abspath(path))
+    for entry in os.listdir(folder):
+        if entry.startswith(f".{name}.") and entry.endswith(".parts"):
+            shutil.rmtree(os.path.join(folder, entry))
+
+
 def _extract_plan(model, spec, plan, input_size, batch_size, on_bad_image, checkpoint_every):
     """Extracts a plan's samples as checkpointed parts, then merges them into its file.
 
@@ -236,7 +244,7 @@ def _extract_plan(model, spec, plan, input_size, batch_size, on_bad_image, check
             os.rmdir(work)
         raise
     info = cache.merge_parts(parts, plan.path, metadata, plan.samples)
-    shutil.rmtree(work)
+    _remove_parts_folders(plan.path)
     if hi > lo and info.num_samples == 0:
         os.remove(plan.path)
         raise datasets.DatasetError(

@@ -193,3 +193,14 @@ def test_bad_executor(folder_dataset, tmp_path):
     with pytest.raises(ValueError, match=r"Expected executor to be one of \('local', 'ray'\). "
                        r"Received: executor='slurm'"):
         extract(folder_dataset, tmp_path, executor="slurm")
+
+
+def test_checkpoints_of_other_settings_are_removed_on_success(folder_dataset, tmp_path, monkeypatch):
+    output = tmp_path / "out"
+    monkeypatch.setattr(extraction, "_extract_samples", _fail_after(extraction._extract_samples, 1))
+    with pytest.raises(SystemExit):
+        extract(folder_dataset, output, pooling="max")
+    monkeypatch.undo()
+    assert any(p.endswith(".parts") for p in os.listdir(output))
+    results = extract(folder_dataset, output)  # other settings: the old checkpoints are of no use
+    assert sorted(os.listdir(output)) == sorted(os.path.basename(r.path) for r in results)

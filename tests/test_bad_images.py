@@ -1,0 +1,433 @@
+"""One bad or unusual file in a class-folder dataset: what `extract_features` keeps, skips or refuses.
+
+Each test builds a tiny `train/` + `val/` dataset and adds one odd file (or breaks one class folder),
+then runs extraction with `on_bad_image="skip"` (the default) and `"fail"`:
+
+* undecodable files (truncated JPEG, zero-byte JPEG, text named .png) are skipped and listed, or stop
+  the run naming the file, leaving no cache behind;
+* unusual but valid files (PNG named .jpg, 16-bit grey, CMYK, RGBA, palette PNG/GIF, grey JPEG) are
+  decoded into RGB and kept;
+* dataset-level problems (an empty or unreadable class folder) are one `DatasetError` naming the
+  folder under both policies, and nothing is written.
+"""
+
+import io
+import json
+import os
+import pathlib
+import re
+import select
+import shutil
+import signal
+import tempfile
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from features import extraction
+from pipeline import cache
+from pipeline import datasets
+from tests.conftest import write_folder_dataset
+
+CLASSES = ("cat", "dog")
+SIZE = (20, 24)  # (height, width) of every synthetic image
+
+
+def extract(dataset_dir, output_dir, **kwargs):
+    options = dict(network="vgg16", dataset_dir=str(dataset_dir), output_dir=str(output_dir),
+                   weights="none", input_size=32, batch_size=4)
+    options.update(kwargs)
+    return extraction.extract_features(**options)
+
+
+# --------------------------------------------------------------------------------------------------
+# The odd files. Each writer takes a path and writes one file there.
+
+
+def _solid(mode, value):
+    return Image.new(mode, (SIZE[1], SIZE[0]), value)
+
+
+def _write_truncated_jpeg(path):
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=90)
+    data = buffer.getvalue()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])  # a real JPEG cut in half
+
+
+def _write_empty(path):
+    open(path, "wb").close()
+
+
+def _write_text(path):
+    with open(path, "w") as f:
+        f.write("This is a README, not a picture.\n")
+
+
+def _write_palette(path, transparent=False):
+    image = Image.new("P", (SIZE[1], SIZE[0]), 0)
+    image.putpalette([200, 100, 50, 0, 0, 0] + [0] * 762)
+    if transparent:
+        image.save(path, transparency=1)  # index 1 (unused) is transparent
+    else:
+        image.save(path)
+
+
+# name: (extension, writer, regex the skip reason / fail message must match)
+UNDECODABLE = {
+    "truncated_jpeg": ("jpg", _write_truncated_jpeg, r"OSError: image file is truncated"),
+    "zero_byte_jpeg": ("jpg", _write_empty, r"UnidentifiedImageError: cannot identify image file"),
+    "text_named_png": ("png", _write_text, r"UnidentifiedImageError: cannot identify image file"),
+}
+
+# name: (extension, writer, (Pillow format, mode) the file really has, decoded RGB, tolerance)
+VALID = {
+    "png_named_jpg": ("jpg", lambda p: _solid("RGB", (10, 200, 30)).save(p, format="PNG"),
+                      ("PNG", "RGB"), (10, 200, 30), 0),
+    "grey16_png": ("png", lambda p: Image.fromarray(np.full(SIZE, 65535, np.uint16)).save(p),
+                   ("PNG", "I;16"), (255, 255, 255), 0),
+    "cmyk_jpeg": ("jpg", lambda p: _solid("CMYK", (0, 0, 0, 0)).save(p), ("JPEG", "CMYK"), (255, 255, 255), 3),
+    "rgba_png": ("png", lambda p: _solid("RGBA", (200, 100, 50, 128)).save(p), ("PNG", "RGBA"), (200, 100, 50), 0),
+    "palette_png": ("png", _write_palette, ("PNG", "P"), (200, 100, 50), 0),
+    "palette_png_transparent": ("png", lambda p: _write_palette(p, transparent=True), ("PNG", "P"),
+                                (200, 100, 50), 0),
+    "palette_gif": ("gif", _write_palette, ("GIF", "P"), (200, 100, 50), 0),
+    "grey_jpeg": ("jpg", lambda p: _solid("L", 77).save(p), ("JPEG", "L"), (77, 77, 77), 2),
+}
+
+WRITERS = {name: entry[:2] for name, entry in {**UNDECODABLE, **VALID}.items()}
+
+
+def _dataset(root, odd=(), class_names=CLASSES, train_per_class=3, val_per_class=2):
+    """Writes `root/{train,val}/<class>/` of ordinary images plus odd files.
+
+    Args:
+        root: dataset folder.
+        odd: `(split_folder, class_name, kind)` triples; each adds
+            `<split_folder>/<class>/<class>_1_<kind>.<ext>`, which sorts between `<class>_1.png`
+            and `<class>_2.jpg`, so that ordinary rows follow it in the same class and batch.
+
+    Returns:
+        `(root as str, [id of each odd file])`.
+    """
+    write_folder_dataset(root / "train", class_names, per_class=train_per_class, size=SIZE, seed=1)
+    write_folder_dataset(root / "val", class_names, per_class=val_per_class, size=SIZE, seed=2)
+    ids = []
+    for split_folder, class_name, kind in odd:
+        extension, writer = WRITERS[kind]
+        ids.append(f"{split_folder}/{class_name}/{class_name}_1_{kind}.{extension}")
+        writer(str(root / ids[-1]))
+    return str(root), ids
+
+
+def _expected_labels(dataset_dir):
+    splits = datasets.prepare_splits(dataset_dir)
+    return {name: dict(zip(split.ids, split.labels.tolist())) for name, split in splits.items()}
+
+
+def _check_cache(result, all_ids, labels, skipped_ids, reasons=None):
+    """The cache of `result` holds every id but `skipped_ids`, in order, with its own label."""
+    loaded = cache.read_cache(result.path)
+    kept = [name for name in all_ids if name not in skipped_ids]
+    assert list(loaded.filenames) == kept
+    assert loaded.labels.tolist() == [labels[name] for name in kept]  # rows still in step
+    assert loaded.features.shape == (len(kept), 512) and np.isfinite(loaded.features).all()
+    assert (result.num_samples, result.num_skipped) == (len(kept), len(skipped_ids))
+    assert sorted(name for name, _ in loaded.skipped) == sorted(skipped_ids)
+    for name, reason in loaded.skipped:
+        assert name in reason  # the reason names the file
+        if reasons:
+            assert re.search(reasons[name], reason), reason
+    return loaded
+
+
+def _written(output):
+    """Every entry (hidden temporaries and .parts folders included) under `output`."""
+    return sorted(os.listdir(output)) if os.path.isdir(output) else []
+
+
+# --------------------------------------------------------------------------------------------------
+# Undecodable files.
+
+
+@pytest.mark.parametrize("kind", sorted(UNDECODABLE))
+def test_undecodable_file_is_skipped_and_listed(kind, tmp_path, caplog):
+    root, (bad,) = _dataset(tmp_path / "pets", [("train", "cat", kind)])
+    results = extract(root, tmp_path / "out")
+    labels = _expected_labels(root)
+    assert [(r.split, r.num_samples, r.num_skipped, r.reused) for r in results] == [
+        ("train", 6, 1, False), ("validation", 4, 0, False)]
+    train = _check_cache(results[0], list(labels["train"]), labels["train"], [bad],
+                         {bad: rf"Expected '.*{re.escape(bad)}' to be a readable image\. Received: "
+                               rf"{UNDECODABLE[kind][2]}"})
+    assert bad not in train.filenames
+    _check_cache(results[1], list(labels["validation"]), labels["validation"], [])
+    assert f"Skipped {bad}: " in caplog.text
+
+
+@pytest.mark.parametrize("kind", sorted(UNDECODABLE))
+def test_undecodable_file_fails_on_request_and_writes_nothing(kind, tmp_path):
+    root, (bad,) = _dataset(tmp_path / "pets", [("train", "dog", kind)])
+    output = tmp_path / "out"
+    with pytest.raises(datasets.DatasetError, match=rf"Expected '[^']*{re.escape(bad)}' to be a readable "
+                       rf"image\. Received: {UNDECODABLE[kind][2]}.*Remove or replace the file\."):
+        extract(root, output, on_bad_image="fail")
+    assert _written(output) == []
+
+
+def test_undecodable_validation_file_fails_only_that_split(tmp_path):
+    root, (bad,) = _dataset(tmp_path / "pets", [("val", "cat", "truncated_jpeg")])
+    output = tmp_path / "out"
+    with pytest.raises(datasets.DatasetError, match=rf"'[^']*{re.escape(bad)}' to be a readable image"):
+        extract(root, output, on_bad_image="fail")
+    # The train split was finished before the validation split started; nothing of the latter is left.
+    assert _written(output) == ["vgg16_pets_bottleneck_features_train.h5"]
+    assert cache.read_cache(str(output / "vgg16_pets_bottleneck_features_train.h5")).skipped == ()
+
+
+# --------------------------------------------------------------------------------------------------
+# Unusual but valid files.
+
+
+@pytest.mark.parametrize("kind", sorted(VALID))
+def test_unusual_valid_file_is_decoded_to_rgb(kind, tmp_path):
+    root, (odd,) = _dataset(tmp_path / "pets", [("train", "cat", kind)])
+    _, _, (file_format, mode), expected, tolerance = VALID[kind]
+    with Image.open(os.path.join(root, odd)) as image:  # the file really is of that kind
+        assert (image.format, image.mode) == (file_format, mode)
+    split = datasets.prepare_splits(root)["train"]
+    pixels = split.load([split.ids.index(odd)], SIZE)
+    assert pixels.shape == (1, *SIZE, 3) and pixels.dtype == np.uint8
+    # A solid colour stays solid: every pixel is the expected RGB value.
+    np.testing.assert_allclose(pixels[0].reshape(-1, 3).min(axis=0), expected, atol=tolerance)
+    np.testing.assert_allclose(pixels[0].reshape(-1, 3).max(axis=0), expected, atol=tolerance)
+
+
+@pytest.mark.parametrize("policy", ["skip", "fail"])
+def test_every_unusual_valid_file_is_kept(policy, tmp_path):
+    # One of each valid kind in each split: all become rows, none is skipped, under both policies.
+    kinds = sorted(VALID)
+    odd = [(split_folder, CLASSES[i % 2], kind) for i, kind in enumerate(kinds) for split_folder in ("train", "val")]
+    root, ids = _dataset(tmp_path / "pets", odd)
+    results = extract(root, tmp_path / "out", on_bad_image=policy)
+    labels = _expected_labels(root)
+    assert [(r.num_samples, r.num_skipped) for r in results] == [(6 + len(kinds), 0), (4 + len(kinds), 0)]
+    for result, split in zip(results, ("train", "validation")):
+        loaded = _check_cache(result, list(labels[split]), labels[split], [])
+        assert len(set(ids) & set(loaded.filenames)) == len(kinds)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dataset-level problems: an empty class folder, an unreadable class folder.
+
+
+@pytest.mark.parametrize("policy", ["skip", "fail"])
+@pytest.mark.parametrize("split_folder, leftover", [
+    ("train", None),  # the folder exists but is empty
+    ("val", None),
+    ("train", "notes.txt"),  # only a file that is not an image
+])
+def test_empty_class_folder_is_one_error_and_writes_nothing(split_folder, leftover, policy, tmp_path):
+    root, _ = _dataset(tmp_path / "pets")
+    folder = os.path.join(root, split_folder, "dog")
+    shutil.rmtree(folder)
+    os.makedirs(folder)
+    if leftover:
+        with open(os.path.join(folder, leftover), "w") as f:
+            f.write("nothing to see")
+    output = tmp_path / "out"
+    with pytest.raises(datasets.DatasetError, match=rf"Expected at least one image in every class folder of "
+                       rf"'{re.escape(os.path.join(root, split_folder))}'\. Received: no images in 'dog'\. "
+                       rf"Add images or remove the empty folder\."):
+        extract(root, output, on_bad_image=policy)
+    assert _written(output) == []
+
+
+def _extract_both_policies(root, output, locked):
+    """Extracts `root` with each policy; returns what happened, as JSON-able data.
+
+    Runs in-process when not root, else in a forked child that dropped to `nobody`.
+    """
+    try:
+        os.listdir(locked)
+    except PermissionError:
+        pass
+    else:
+        return {"unprivileged": False}
+    outcome = {"unprivileged": True}
+    for policy in ("skip", "fail"):
+        try:
+            extract(root, output, on_bad_image=policy)
+            outcome[policy] = None
+        except Exception as error:  # reported to the parent, which checks the type
+            outcome[policy] = [type(error).__name__, str(error)]
+    outcome["written"] = _written(output)
+    return outcome
+
+
+def _run_unprivileged(function, *args, timeout=20):
+    """Returns `function(*args)` run without root's right to read unreadable folders.
+
+    Not root: runs it here. Root (where chmod 000 does not stop reading): runs it in a forked child
+    that drops to uid/gid 65534 (`nobody`) and sends its JSON result back through a pipe. A fork
+    (rather than `setpriv ... python`) needs no access to the interpreter's files, which may live
+    under a root-only home; the child uses only modules already imported here.
+    """
+    if os.geteuid() != 0:
+        return function(*args)
+    if not hasattr(os, "fork"):
+        pytest.skip("Running as root and os.fork is unavailable: cannot test an unreadable folder.")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        status = 0
+        try:
+            os.close(read_end)
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            except OSError as error:
+                result = {"skip": f"{type(error).__name__}: {error}"}
+            else:
+                try:
+                    result = {"ok": function(*args)}
+                except BaseException as error:  # pylint: disable=broad-except
+                    result = {"error": f"{type(error).__name__}: {error}"}
+            os.write(write_end, json.dumps(result).encode("utf-8"))
+            os.close(write_end)
+        except BaseException:  # pylint: disable=broad-except
+            status = 1
+        finally:
+            os._exit(status)  # never return into pytest in the child
+    os.close(write_end)
+    data, deadline = b"", time.monotonic() + timeout
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([read_end], [], [], remaining)[0]:
+                os.kill(pid, signal.SIGKILL)
+                pytest.fail(f"The unprivileged child did not finish within {timeout} s.")
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    result = json.loads(data.decode("utf-8")) if data else {"error": "the child exited without a result"}
+    if "skip" in result:
+        pytest.skip(f"Running as root and could not drop to uid 65534: {result['skip']}")
+    if "error" in result:
+        pytest.fail(f"The check run as uid 65534 raised {result['error']}")
+    return result["ok"]
+
+
+@pytest.fixture
+def locked_dataset(tmp_path, request):
+    """A dataset with one folder (`request.param`, relative to its root) chmod 000, and an output folder.
+
+    Both sit in a place that `nobody` can reach.
+    """
+    relative = request.param
+    if os.geteuid() == 0:
+        # tmp_path sits under a 0700 folder of root's: `nobody` needs a place it can reach.
+        base = tempfile.mkdtemp(prefix="test_bad_images-")
+        os.chmod(base, 0o755)
+    else:
+        base = str(tmp_path)
+    try:
+        root, _ = _dataset(pathlib.Path(base) / "pets")
+        for directory, subdirectories, files in os.walk(base):
+            for name in subdirectories:
+                os.chmod(os.path.join(directory, name), 0o755)
+            for name in files:
+                os.chmod(os.path.join(directory, name), 0o644)
+        output = os.path.join(base, "out")
+        os.makedirs(output)
+        os.chmod(output, 0o777)  # writable, so that only the library's checks keep it empty
+        locked = os.path.join(root, relative)
+        os.chmod(locked, 0)
+        yield root, output, locked
+    finally:
+        locked = os.path.join(base, "pets", relative)
+        if os.path.isdir(locked):
+            os.chmod(locked, 0o755)  # so that the folder can be removed
+        if base != str(tmp_path):
+            shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("locked_dataset", ["train/dog", "val/dog"], indirect=True)
+def test_unreadable_class_folder_is_one_error_and_writes_nothing(locked_dataset):
+    root, output, locked = locked_dataset
+    outcome = _run_unprivileged(_extract_both_policies, root, output, locked)
+    if not outcome["unprivileged"]:
+        pytest.skip("chmod 000 does not stop this process from reading (capabilities or file system).")
+    for policy in ("skip", "fail"):
+        assert outcome[policy] is not None, f"on_bad_image={policy} extracted a dataset with an unreadable folder"
+        kind, message = outcome[policy]
+        assert kind == "DatasetError", f"on_bad_image={policy}: {kind}: {message}"
+        assert f"'{locked}' cannot be read" in message, message  # names the folder
+    assert outcome["skip"] == outcome["fail"]
+    assert outcome["written"] == []
+
+
+@pytest.mark.parametrize("locked_dataset", ["train/dog"], indirect=True)
+def test_unreadable_class_folder_message_says_it_cannot_be_read(locked_dataset):
+    root, output, locked = locked_dataset
+    outcome = _run_unprivileged(_extract_both_policies, root, output, locked)
+    if not outcome["unprivileged"]:
+        pytest.skip("chmod 000 does not stop this process from reading (capabilities or file system).")
+    _, message = outcome["fail"]
+    assert re.search(r"[Pp]ermission denied|cannot be read|not readable|unreadable", message), message
+    assert "Add images or remove the empty folder" not in message, message
+
+
+@pytest.mark.parametrize("locked_dataset", ["train"], indirect=True)
+def test_unreadable_split_folder_is_one_error_and_writes_nothing(locked_dataset):
+    root, output, locked = locked_dataset
+    outcome = _run_unprivileged(_extract_both_policies, root, output, locked)
+    if not outcome["unprivileged"]:
+        pytest.skip("chmod 000 does not stop this process from reading (capabilities or file system).")
+    for policy in ("skip", "fail"):
+        kind, message = outcome[policy]
+        assert kind == "DatasetError" and f"'{locked}'" in message, f"on_bad_image={policy}: {kind}: {message}"
+    assert outcome["written"] == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Everything at once.
+
+
+def test_all_kinds_at_once_counts_kept_and_skipped(tmp_path):
+    classes = ("cat", "dog", "fish")
+    kinds = sorted(UNDECODABLE) + sorted(VALID)
+    odd = [(split_folder, classes[i % 3], kind) for i, kind in enumerate(kinds) for split_folder in ("train", "val")]
+    root, ids = _dataset(tmp_path / "zoo", odd, class_names=classes, train_per_class=2, val_per_class=2)
+    labels = _expected_labels(root)
+    bad = [name for name in ids if any(f"_1_{kind}." in name for kind in UNDECODABLE)]
+    assert len(bad) == 2 * len(UNDECODABLE) and len(ids) == 2 * len(kinds)
+
+    # fail: stops at the first undecodable file of the train split, in file order; nothing written.
+    first_bad = min((name for name in bad if name.startswith("train/")), key=list(labels["train"]).index)
+    with pytest.raises(datasets.DatasetError, match=rf"Expected '[^']*{re.escape(first_bad)}' to be a readable"):
+        extract(root, tmp_path / "failed", on_bad_image="fail")
+    assert _written(tmp_path / "failed") == []
+
+    # skip: every valid kind kept, every undecodable one skipped and listed, in both splits.
+    results = extract(root, tmp_path / "out")
+    ordinary = 2 * len(classes)
+    assert [(r.split, r.num_samples, r.num_skipped) for r in results] == [
+        ("train", ordinary + len(VALID), len(UNDECODABLE)),
+        ("validation", ordinary + len(VALID), len(UNDECODABLE)),
+    ]
+    for result, split in zip(results, ("train", "validation")):
+        skipped = [name for name in bad if name in labels[split]]
+        reasons = {name: next(reason for kind, (_, _, reason) in UNDECODABLE.items() if f"_1_{kind}." in name)
+                   for name in skipped}
+        _check_cache(result, list(labels[split]), labels[split], skipped, reasons)
+    assert [r.reused for r in extract(root, tmp_path / "out")] == [True, True]
