@@ -233,6 +233,7 @@ def _train_into(folder, train, validation, head, epochs, batch_size, learning_ra
     _write_json(os.path.join(folder, "metrics.json"), results)
     config = {key: getattr(train.metadata, key) for key in _PAIRED_ATTRIBUTES}
     config.update(input_size=list(train.metadata.input_size), class_names=list(train.class_names),
+                  seed=train.metadata.seed,
                   head=head, head_file=head_file, training_fingerprint=train.fingerprint)
     _write_json(os.path.join(folder, "head_config.json"), config)
     return results

@@ -463,9 +463,10 @@ def extract_features(
             network=spec.name, weights=weights_id, weights_sha256=weights_sha, layer=layer or "",
             pooling=pooling, input_size=size, preprocessing=spec.preprocessing, dataset=dataset,
             dataset_digest=dataset_digest(split), split=name,
-            # Only the training split is cut to per_class; the seed counts where it chose samples.
+            # Only the training split is cut to per_class. The seed counts where it chose the
+            # samples, or the random weights.
             per_class=(per_class or 0) if name == "train" else 0,
-            seed=seed if split.seeded else 0, library_versions=versions,
+            seed=seed if split.seeded or weights == "none" else 0, library_versions=versions,
         )
         path = os.path.join(
             output_dir, cache.cache_filename(file_network_name(network, spec), dataset, name, per_class))

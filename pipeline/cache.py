@@ -54,7 +54,7 @@ class CacheMetadata:
         split: `"train"` or `"validation"`.
         per_class: examples kept per class, 0 for all (always 0 for validation).
         seed: seed of the per-class selection or of the carved validation split
-            that chose this split's samples; 0 when no seeded choice did.
+            that chose this split's samples, or of the random weights; else 0.
         library_versions: JSON object of package versions.
     """
 

@@ -109,12 +109,20 @@ def test_overwrite_replaces_a_damaged_cache_with_the_same_fingerprint(folder_dat
 
 
 def test_per_class_runs_share_the_validation_cache(folder_dataset, tmp_path):
-    first = extract(folder_dataset, tmp_path, per_class=2, seed=1)
-    second = extract(folder_dataset, tmp_path, per_class=3, seed=2)
+    weights = str(tmp_path / "vgg16.weights.h5")
+    networks.build_feature_model(networks.get_network("vgg16"), "none", input_size=(32, 32)).save_weights(weights)
+    output = tmp_path / "out"
+    first = extract(folder_dataset, output, per_class=2, seed=1, weights=weights)
+    second = extract(folder_dataset, output, per_class=3, seed=2, weights=weights)
     assert first[1].path == second[1].path and second[1].reused
     metadata = cache.read_cache(second[1].path).metadata
     assert (metadata.per_class, metadata.seed) == (0, 0)
     assert cache.read_cache(second[0].path).metadata.seed == 2
+
+
+def test_random_weights_record_their_seed(folder_dataset, tmp_path):
+    results = extract(folder_dataset, tmp_path, seed=7)
+    assert [cache.read_cache(r.path).metadata.seed for r in results] == [7, 7]
 
 
 def test_network_name_cannot_leave_the_output_dir(folder_dataset, tmp_path):
