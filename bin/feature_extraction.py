@@ -15,6 +15,16 @@ Example:
 Heads: softmax (the Udacity lab's Flatten -> Dense), mlp (one hidden ReLU layer
 with dropout), logreg (scikit-learn logistic regression on standardized
 features).
+
+Batch: give globs or comma lists of caches (paired by their own attributes) and
+comma lists of settings (swept), e.g.
+
+  feature_extraction --training_file='caches/*_train.h5' \
+    --validation_file='caches/*_validation.h5' --head=softmax,mlp,logreg
+
+Each job gets its own folder under --output_dir (default runs/), with
+results.csv, results.md and results.png beside them; a failed job is reported,
+the others go on, and the exit code is 1 if any failed.
 """
 
 import sys
@@ -23,49 +33,63 @@ from absl import app
 from absl import flags
 
 from bin import cli
+from classifiers import batch
 from classifiers import heads
 
-_TRAINING_FILE = flags.DEFINE_string("training_file", None, "Training split cache (.h5).")
-_VALIDATION_FILE = flags.DEFINE_string("validation_file", None, "Validation split cache (.h5).")
-_HEAD = flags.DEFINE_enum("head", "softmax", heads.HEADS, "Classifier head.")
+_TRAINING_FILE = flags.DEFINE_string(
+    "training_file", None, "Training split cache (.h5); or a glob or comma-separated list of them "
+    "for a batch.")
+_VALIDATION_FILE = flags.DEFINE_string(
+    "validation_file", None, "Validation split cache (.h5); or a glob or comma-separated list, "
+    "paired with the training caches by their attributes.")
+_HEAD = flags.DEFINE_list(
+    "head", ["softmax"], f"Classifier head, one of {', '.join(heads.HEADS)}; a comma-separated "
+    "list sweeps them.")
 _EPOCHS = flags.DEFINE_integer("epochs", 50, "Training epochs (Keras heads).", lower_bound=1)
-_LEARNING_RATE = flags.DEFINE_float(
-    "learning_rate", 1e-3, "Adam learning rate (Keras heads).", lower_bound=0.0)
-_HIDDEN_UNITS = flags.DEFINE_integer(
-    "hidden_units", 256, "Hidden layer width of the mlp head.", lower_bound=1)
-_DROPOUT = flags.DEFINE_float(
-    "dropout", 0.5, "Dropout rate of the mlp head.", lower_bound=0.0, upper_bound=0.99)
-_L2 = flags.DEFINE_float(
-    "l2", 0.0, "L2 penalty on the kernels (logreg: C = 1/l2; 0 means C = 1).", lower_bound=0.0)
+_LEARNING_RATE = flags.DEFINE_list(
+    "learning_rate", ["0.001"], "Adam learning rate (Keras heads); a list sweeps.")
+_HIDDEN_UNITS = flags.DEFINE_list(
+    "hidden_units", ["256"], "Hidden layer width of the mlp head; a list sweeps.")
+_DROPOUT = flags.DEFINE_list("dropout", ["0.5"], "Dropout rate of the mlp head; a list sweeps.")
+_L2 = flags.DEFINE_list(
+    "l2", ["0.0"], "L2 penalty on the kernels (logreg: C = 1/l2; 0 means C = 1); a list sweeps.")
 _EARLY_STOPPING = flags.DEFINE_integer(
     "early_stopping", 0, "Stop after this many epochs without a lower val_loss and keep the "
     "best weights; 0 trains every epoch.", lower_bound=0)
 flags.adopt_module_key_flags(cli)
 
 
+def _numbers(flag, kind):
+    try:
+        return [kind(value) for value in flag.value]
+    except ValueError:
+        raise app.UsageError(f"Expected --{flag.name} to be a comma-separated list of "
+                             f"{kind.__name__} values. Received: {','.join(flag.value)}.") from None
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
     cli.quiet_tensorflow()
-    from classifiers import training  # pylint: disable=g-import-not-at-top
-
-    results = cli.call(
+    rows, summary = cli.call(
         "feature_extraction",
-        training.train_head,
+        batch.train_heads,
         training_file=_TRAINING_FILE.value,
         validation_file=_VALIDATION_FILE.value,
         head=_HEAD.value,
+        learning_rate=_numbers(_LEARNING_RATE, float),
+        hidden_units=_numbers(_HIDDEN_UNITS, int),
+        dropout=_numbers(_DROPOUT, float),
+        l2=_numbers(_L2, float),
         epochs=_EPOCHS.value,
         batch_size=cli.BATCH_SIZE.value or 256,
-        learning_rate=_LEARNING_RATE.value,
-        hidden_units=_HIDDEN_UNITS.value,
-        dropout=_DROPOUT.value,
-        l2=_L2.value,
         early_stopping=_EARLY_STOPPING.value,
         seed=cli.SEED.value,
         output_dir=cli.OUTPUT_DIR.value,
     )
-    print(training.format_summary(results))
+    print(summary)
+    if any(row.get("error") for row in rows):
+        raise SystemExit(1)
 
 
 def run():

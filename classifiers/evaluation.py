@@ -1,7 +1,6 @@
 """Validation metrics of a trained head, computed the same way for every head."""
 
 import numpy as np
-from sklearn import metrics
 
 
 def evaluate(probabilities, labels, prefix="val_"):
@@ -16,6 +15,8 @@ def evaluate(probabilities, labels, prefix="val_"):
         A dict with `<prefix>accuracy`, `<prefix>loss` and, when there are 5 or
         more classes, `<prefix>top5_accuracy`.
     """
+    from sklearn import metrics  # pylint: disable=g-import-not-at-top
+
     num_classes = probabilities.shape[1]
     classes = np.arange(num_classes)
     # Renormalize in float64: float32 softmax rows may miss 1 by rounding.

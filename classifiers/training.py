@@ -1,6 +1,7 @@
 """Stage two: train a head on a pair of cached splits and save what it learned."""
 
 import csv
+import dataclasses
 import json
 import os
 import time
@@ -74,18 +75,19 @@ def _write_json(path, payload):
         f.write("\n")
 
 
-def _fit_keras(train, validation, head, epochs, batch_size, learning_rate, hidden_units, dropout,
-               l2, early_stopping, seed, output_dir):
+def _fit_keras(train, validation, settings, output_dir, verbose):
     import keras  # pylint: disable=g-import-not-at-top
 
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(settings.seed)
     num_classes = len(train.class_names)
-    model = heads.build_keras_head(head, train.feature_shape, num_classes, hidden_units, dropout, l2)
+    model = heads.build_keras_head(settings.head, train.feature_shape, num_classes,
+                                   settings.hidden_units, settings.dropout, settings.l2)
+    early_stopping, batch_size = settings.early_stopping, settings.batch_size
     metrics = ["accuracy"]
     if num_classes >= 5:
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(settings.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=metrics,
     )
@@ -97,7 +99,8 @@ def _fit_keras(train, validation, head, epochs, batch_size, learning_rate, hidde
     history = model.fit(
         train.features, train.labels,
         validation_data=(validation.features, validation.labels),
-        epochs=epochs, batch_size=batch_size, shuffle=True, callbacks=callbacks, verbose=2,
+        epochs=settings.epochs, batch_size=batch_size, shuffle=True, callbacks=callbacks,
+        verbose=verbose,
     )
     model.save(os.path.join(output_dir, "head.keras"))
     probabilities = model.predict(validation.features, batch_size=batch_size, verbose=0)
@@ -122,6 +125,21 @@ def _fit_logreg(train, validation, l2, seed, output_dir):
     return probabilities, train_probabilities, iterations, "head.joblib"
 
 
+def _write_reports(folder, validation, predictions, head):
+    """Curves, confusion matrix, per-class report and misclassified files of one job."""
+    from classifiers import reports  # pylint: disable=g-import-not-at-top
+
+    names = validation.class_names
+    reports.plot_history(os.path.join(folder, "history.csv"), os.path.join(folder, "history.png"),
+                         title=f"{validation.metadata.network} {validation.metadata.dataset} {head}")
+    reports.plot_confusion_matrix(validation.labels, predictions, names,
+                                  os.path.join(folder, "confusion_matrix.png"))
+    reports.write_class_report(validation.labels, predictions, names,
+                               os.path.join(folder, "class_report.csv"))
+    reports.write_misclassified(validation.filenames, validation.labels, predictions, names,
+                                os.path.join(folder, "misclassified.csv"))
+
+
 def _write_logreg_history(path, train_metrics, val_metrics):
     row = {"epoch": 0, **{k.removeprefix("train_"): v for k, v in train_metrics.items()},
            **val_metrics}
@@ -129,6 +147,38 @@ def _write_logreg_history(path, train_metrics, val_metrics):
         writer = csv.DictWriter(f, fieldnames=list(row))
         writer.writeheader()
         writer.writerow(row)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadSettings:
+    """How to train a head (see `train_head` for each field)."""
+
+    head: str = "softmax"
+    epochs: int = 50
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    hidden_units: int = 256
+    dropout: float = 0.5
+    l2: float = 0.0
+    early_stopping: int = 0
+    seed: int = 0
+
+    def check(self):
+        """Raises `ValueError` naming the first setting out of range."""
+        heads.check_head(self.head)
+        for name, low in (("epochs", 1), ("batch_size", 1), ("hidden_units", 1),
+                          ("early_stopping", 0)):
+            value = getattr(self, name)
+            if value < low:
+                raise ValueError(f"Expected {name} >= {low}. Received: {name}={value}.")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"Expected dropout in [0, 1). Received: dropout={self.dropout}.")
+        if self.learning_rate <= 0 or self.l2 < 0:
+            raise ValueError(
+                f"Expected learning_rate > 0 and l2 >= 0. Received: learning_rate="
+                f"{self.learning_rate}, l2={self.l2}."
+            )
+        return self
 
 
 def train_head(
@@ -148,11 +198,11 @@ def train_head(
     """Trains a head on cached features and writes it with its history and metrics.
 
     Writes to `output_dir`, all at once (a failure leaves an older folder as
-    it was): the head (`head.keras`, or `head.joblib` for
-    `logreg`), `history.csv` (one row per epoch), `metrics.json`
-    (`val_accuracy`, `val_loss`, `val_top5_accuracy` with 5+ classes, and the
-    settings) and `head_config.json` (the caches' network, weights, layer,
-    pooling, input size, preprocessing and class names).
+    it was): the head (`head.keras`, or `head.joblib` for `logreg`),
+    `history.csv` (one row per epoch), `metrics.json` (`val_accuracy`,
+    `val_loss`, `val_top5_accuracy` with 5+ classes, and the settings) and
+    `head_config.json` (the caches' network, weights, layer, pooling, input
+    size, preprocessing and class names).
 
     Args:
         training_file: a training split cache.
@@ -170,48 +220,54 @@ def train_head(
         output_dir: where to write; defaults to `runs/<cache stem>_<head>`.
 
     Returns:
-        The metrics written to `metrics.json`, as a dict.
+        The metrics written to `metrics.json`, as a dict, plus `output_dir`.
 
     Raises:
         ValueError: a bad argument, an invalid cache, or an incompatible pair.
     """
-    heads.check_head(head)
-    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
-                             ("hidden_units", hidden_units, 1), ("early_stopping", early_stopping, 0)):
-        if value < low:
-            raise ValueError(f"Expected {name} >= {low}. Received: {name}={value}.")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"Expected dropout in [0, 1). Received: dropout={dropout}.")
-    if learning_rate <= 0 or l2 < 0:
-        raise ValueError(
-            f"Expected learning_rate > 0 and l2 >= 0. Received: learning_rate={learning_rate}, l2={l2}."
-        )
+    settings = HeadSettings(head, epochs, batch_size, learning_rate, hidden_units, dropout, l2,
+                            early_stopping, seed).check()
     train = cache.read_cache(training_file)
     validation = cache.read_cache(validation_file)
+    return train_on_caches(train, validation, settings,
+                           output_dir or default_output_dir(training_file, head))
+
+
+def train_on_caches(train, validation, settings, output_dir, verbose=2):
+    """Trains one head on two loaded caches; see `train_head`.
+
+    Args:
+        train: the training `pipeline.cache.Cache`.
+        validation: the validation `pipeline.cache.Cache`.
+        settings: a checked `HeadSettings`.
+        output_dir: the folder to write, all at once.
+        verbose: Keras' verbosity (2: one line per epoch; 0: silent).
+
+    Returns:
+        The metrics written to `metrics.json`, plus `output_dir`.
+    """
     check_pair(train, validation)
-    output_dir = output_dir or default_output_dir(training_file, head)
     with files.atomic_directory(output_dir) as staging:
-        results = _train_into(staging, train, validation, head, epochs, batch_size, learning_rate,
-                              hidden_units, dropout, l2, early_stopping, seed)
+        results = _train_into(staging, train, validation, settings, verbose)
     return {**results, "output_dir": output_dir}
 
 
-def _train_into(folder, train, validation, head, epochs, batch_size, learning_rate, hidden_units,
-                dropout, l2, early_stopping, seed):
+def _train_into(folder, train, validation, settings, verbose):
     """Trains the head and writes every output file to `folder`; returns the metrics."""
+    head = settings.head
     started = time.perf_counter()
     if head == "logreg":
         probabilities, train_probabilities, steps, head_file = _fit_logreg(
-            train, validation, l2, seed, folder)
+            train, validation, settings.l2, settings.seed, folder)
     else:
         probabilities, train_probabilities, steps, head_file = _fit_keras(
-            train, validation, head, epochs, batch_size, learning_rate, hidden_units, dropout, l2,
-            early_stopping, seed, folder)
+            train, validation, settings, folder, verbose)
     fit_seconds = time.perf_counter() - started
     val_metrics = evaluation.evaluate(probabilities, validation.labels)
     train_metrics = evaluation.evaluate(train_probabilities, train.labels, prefix="train_")
     if head == "logreg":
         _write_logreg_history(os.path.join(folder, "history.csv"), train_metrics, val_metrics)
+    _write_reports(folder, validation, probabilities.argmax(axis=1), head)
     results = {
         **val_metrics,
         **train_metrics,
@@ -226,9 +282,7 @@ def _train_into(folder, train, validation, head, epochs, batch_size, learning_ra
         "feature_shape": list(train.feature_shape),
         "training_file": os.path.abspath(train.path),
         "validation_file": os.path.abspath(validation.path),
-        "settings": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-                     "hidden_units": hidden_units, "dropout": dropout, "l2": l2,
-                     "early_stopping": early_stopping, "seed": seed},
+        "settings": dataclasses.asdict(settings),
     }
     _write_json(os.path.join(folder, "metrics.json"), results)
     config = {key: getattr(train.metadata, key) for key in _PAIRED_ATTRIBUTES}

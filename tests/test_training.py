@@ -42,7 +42,13 @@ def test_each_head_learns_and_writes_its_outputs(pair, tmp_path, head, head_file
     assert results["val_accuracy"] >= 0.9
     assert "val_top5_accuracy" not in results  # only 3 classes
     assert sorted(os.listdir(output_dir)) == sorted(
-        [head_file, "history.csv", "metrics.json", "head_config.json"])
+        [head_file, "history.csv", "metrics.json", "head_config.json", "history.png",
+         "confusion_matrix.png", "class_report.csv", "misclassified.csv"])
+    with open(os.path.join(output_dir, "misclassified.csv")) as f:
+        wrong = list(csv.DictReader(f))
+    assert len(wrong) == round((1 - results["val_accuracy"]) * 30)
+    with open(os.path.join(output_dir, "class_report.csv")) as f:
+        assert [row["class"] for row in csv.DictReader(f)][:3] == ["class_0", "class_1", "class_2"]
     with open(os.path.join(output_dir, "metrics.json")) as f:
         metrics = json.load(f)
     assert metrics["val_accuracy"] == results["val_accuracy"]

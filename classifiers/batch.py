@@ -1,0 +1,287 @@
+"""Many head jobs in one process: caches paired by their attributes, settings swept.
+
+After one extraction, users train many heads: several networks x datasets x
+head settings. Each cache is read once; each job writes its own folder; a
+failed job is reported and the others go on; `results.csv`, `results.md` and
+`results.png` put the validation accuracies side by side.
+"""
+
+import csv
+import dataclasses
+import glob
+import itertools
+import os
+
+from classifiers import training
+from pipeline import cache
+
+# What a training and a validation cache must share to be paired.
+_PAIR_KEY = ("network", "weights", "weights_sha256", "layer", "pooling", "input_size",
+             "preprocessing", "dataset")
+# The settings that can be swept, in job-name order.
+SWEEPABLE = ("head", "learning_rate", "hidden_units", "dropout", "l2")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One head to train.
+
+    Attributes:
+        name: the job's folder name, e.g. `"vgg16_cifar10_100_mlp_lr0.01"`.
+        training_file: the training cache.
+        validation_file: the validation cache.
+        settings: a `training.HeadSettings`.
+    """
+
+    name: str
+    training_file: str
+    validation_file: str
+    settings: training.HeadSettings
+
+
+def expand_files(patterns, flag):
+    """Expands a comma-separated list of paths and globs into sorted, unique paths.
+
+    Raises:
+        ValueError: a pattern matches no file.
+    """
+    found = []
+    for pattern in (p.strip() for p in patterns.split(",") if p.strip()):
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        matches = [m for m in matches if os.path.isfile(m)]
+        if not matches:
+            raise ValueError(
+                f"Expected --{flag} to name cache files (paths or globs, comma-separated). "
+                f"Received: {pattern!r}, which matches no file."
+            )
+        found.extend(matches)
+    return sorted(dict.fromkeys(found))
+
+
+def _key(metadata):
+    return tuple(getattr(metadata, name) for name in _PAIR_KEY)
+
+
+def _dataset_label(metadata):
+    """`cifar10_100` for a training cache with 100 per class, else the dataset name."""
+    return f"{metadata.dataset}_{metadata.per_class}" if metadata.per_class else metadata.dataset
+
+
+def _describe(metadata):
+    return f"network={metadata.network}, dataset={metadata.dataset}, layer={metadata.layer or '-'}"
+
+
+def pair_caches(training_files, validation_files):
+    """Pairs every training cache with the validation cache of the same extraction.
+
+    Caches pair when their network, weights, layer, pooling, input size,
+    preprocessing and dataset agree (read from their own attributes, never from
+    file names). Several training caches (e.g. different `--per_class`) may share
+    one validation cache.
+
+    Returns:
+        A list of `(training_file, validation_file)`.
+
+    Raises:
+        ValueError: a file of the wrong split, a training cache without a
+            validation cache, an ambiguous pair, or a validation cache left over.
+    """
+    validations = {}
+    for path in validation_files:
+        metadata, _ = cache.read_metadata(path)
+        if metadata.split != "validation":
+            raise ValueError(f"Expected only validation caches in --validation_file. Received: "
+                             f"{path}, a {metadata.split} split.")
+        other = validations.setdefault(_key(metadata), path)
+        if other != path:
+            raise ValueError(f"Expected one validation cache per extraction. Received two for "
+                             f"{_describe(metadata)}: {other} and {path}. Pass only one of them.")
+    pairs, used = [], set()
+    for path in training_files:
+        metadata, _ = cache.read_metadata(path)
+        if metadata.split != "train":
+            raise ValueError(f"Expected only training caches in --training_file. Received: {path}, "
+                             f"a {metadata.split} split.")
+        match = validations.get(_key(metadata))
+        if match is None:
+            raise ValueError(f"Expected a validation cache from the same extraction as {path} "
+                             f"({_describe(metadata)}). Received none among --validation_file; add it.")
+        pairs.append((path, match))
+        used.add(match)
+    unused = sorted(set(validations.values()) - used)
+    if unused:
+        raise ValueError(f"Expected every validation cache to pair with a training cache. Received "
+                         f"no training cache for {', '.join(unused)}; add it or leave it out.")
+    return pairs
+
+
+def sweep(base, **values):
+    """Returns every `HeadSettings` of the cartesian product of the swept values.
+
+    Args:
+        base: a `training.HeadSettings` with the fixed settings.
+        **values: setting name -> list of values (names from `SWEEPABLE`).
+
+    Raises:
+        ValueError: a setting out of range.
+    """
+    names = [name for name in SWEEPABLE if name in values]
+    return [dataclasses.replace(base, **dict(zip(names, combo))).check()
+            for combo in itertools.product(*(values[name] for name in names))]
+
+
+def _stem(training_file):
+    return os.path.basename(training.default_output_dir(training_file, "x"))[:-2]
+
+
+def make_jobs(pairs, settings_list):
+    """Names one job per pair and settings; swept values other than the head appear in names."""
+    varying = [name for name in SWEEPABLE[1:]
+               if len({getattr(s, name) for s in settings_list}) > 1]
+    short = {"learning_rate": "lr", "hidden_units": "h", "dropout": "do", "l2": "l2"}
+    jobs = []
+    for (train, validation), settings in itertools.product(pairs, settings_list):
+        suffix = "".join(f"_{short[name]}{getattr(settings, name):g}" for name in varying)
+        jobs.append(Job(f"{_stem(train)}_{settings.head}{suffix}", train, validation, settings))
+    return jobs
+
+
+def run_jobs(jobs, output_dir, log=print):
+    """Trains every job; a failure is reported and the others go on.
+
+    Writes `<output_dir>/<job name>/` per job (see `training.train_head`), then
+    `results.csv`, `results.md` and `results.png` in `output_dir`.
+
+    Args:
+        jobs: `Job`s.
+        output_dir: the root folder.
+        log: where progress lines go.
+
+    Returns:
+        One dict per job: its name, files, settings and metrics, or `error`.
+    """
+    loaded = {}
+
+    def load(path):
+        if path not in loaded:
+            loaded[path] = cache.read_cache(path)
+        return loaded[path]
+
+    rows = []
+    for index, job in enumerate(jobs, 1):
+        row = {"job": job.name, "training_file": job.training_file,
+               "validation_file": job.validation_file, **dataclasses.asdict(job.settings)}
+        try:
+            train, validation = load(job.training_file), load(job.validation_file)
+            row.update(network=train.metadata.network, dataset=_dataset_label(train.metadata))
+            results = training.train_on_caches(train, validation, job.settings,
+                                               os.path.join(output_dir, job.name), verbose=0)
+            row.update({k: results.get(k) for k in ("val_accuracy", "val_top5_accuracy", "val_loss",
+                                                    "fit_seconds")})
+            log(f"[{index}/{len(jobs)}] {job.name}: val_accuracy={results['val_accuracy']:.4f}")
+        except Exception as error:  # A failed job must not stop the others.
+            row["error"] = f"{type(error).__name__}: {error}"
+            log(f"[{index}/{len(jobs)}] {job.name}: FAILED: {row['error']}")
+        rows.append(row)
+    write_results(rows, output_dir)
+    return rows
+
+
+_CSV_COLUMNS = ("job", "network", "dataset", *SWEEPABLE, "epochs", "batch_size", "early_stopping",
+                "seed", "val_accuracy", "val_top5_accuracy", "val_loss", "fit_seconds", "error",
+                "training_file", "validation_file")
+
+
+def _settings_label(row):
+    return ", ".join(f"{name}={row[name]}" for name in SWEEPABLE)
+
+
+def results_markdown(rows):
+    """The lab's table: one row per network and head settings, one column per dataset."""
+    datasets = sorted({row.get("dataset", "?") for row in rows})
+    lines = ["| network | head settings | " + " | ".join(datasets) + " |",
+             "|---|---|" + "---|" * len(datasets)]
+    table = {}
+    for row in rows:
+        cell = "failed" if row.get("error") else f"{row['val_accuracy']:.4f}"
+        table.setdefault((row.get("network", "?"), _settings_label(row)), {})[row.get("dataset", "?")] = cell
+    for (network, settings), cells in sorted(table.items()):
+        lines.append(f"| {network} | {settings} | "
+                     + " | ".join(cells.get(d, "") for d in datasets) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(rows, output_dir):
+    """Writes `results.csv`, `results.md` and `results.png` (a bar chart) to `output_dir`."""
+    from classifiers import reports  # pylint: disable=g-import-not-at-top
+
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "results.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(os.path.join(output_dir, "results.md"), "w", encoding="utf-8") as f:
+        f.write(results_markdown(rows))
+    done = [row for row in rows if not row.get("error")]
+    if done:
+        reports.plot_results(done, os.path.join(output_dir, "results.png"))
+
+
+def format_summary(rows):
+    """A closing summary: the results table and the failed jobs."""
+    failed = [row for row in rows if row.get("error")]
+    text = results_markdown(rows)
+    text += f"\n{len(rows) - len(failed)} of {len(rows)} jobs succeeded."
+    for row in failed:
+        text += f"\nFAILED {row['job']}: {row['error']}"
+    return text
+
+
+def train_heads(training_file, validation_file, head=("softmax",), learning_rate=(1e-3,),
+                hidden_units=(256,), dropout=(0.5,), l2=(0.0,), epochs=50, batch_size=256,
+                early_stopping=0, seed=0, output_dir=None, log=print):
+    """Stage two for one pair of caches or many: what `feature_extraction` runs.
+
+    One training and one validation file with one setting each is one job,
+    written to `output_dir` (default `runs/<cache stem>_<head>`) with Keras'
+    per-epoch log. Anything more (globs or comma lists of caches, comma lists
+    of settings) is a batch: caches are paired by their attributes, settings
+    swept, and each job written to `<output_dir>/<job name>` (default root
+    `runs`), with `results.csv`, `results.md` and `results.png` beside them.
+
+    Args:
+        training_file: a path, glob, or comma-separated list of them.
+        validation_file: likewise.
+        head, learning_rate, hidden_units, dropout, l2: sequences of values.
+        epochs, batch_size, early_stopping, seed: fixed settings.
+        output_dir: see above.
+        log: where batch progress lines go.
+
+    Returns:
+        `(rows, summary)`: one dict per job (metrics or `error`), and the text
+        to print at the end.
+
+    Raises:
+        ValueError: bad settings, files that match nothing, or caches that
+            cannot be paired (nothing is trained then). A single job's own
+            failure is raised too; in a batch it is reported in its row.
+    """
+    base = training.HeadSettings(epochs=epochs, batch_size=batch_size,
+                                 early_stopping=early_stopping, seed=seed)
+    settings = sweep(base, head=list(head), learning_rate=list(learning_rate),
+                     hidden_units=list(hidden_units), dropout=list(dropout), l2=list(l2))
+    training_files = expand_files(training_file, "training_file")
+    validation_files = expand_files(validation_file, "validation_file")
+    if len(training_files) == 1 and len(validation_files) == 1:
+        # One explicit pair: train_head says which attribute differs if they do not match.
+        pairs = [(training_files[0], validation_files[0])]
+    else:
+        pairs = pair_caches(training_files, validation_files)
+    jobs = make_jobs(pairs, settings)
+    if len(jobs) == 1:
+        job = jobs[0]
+        results = training.train_head(job.training_file, job.validation_file,
+                                      **dataclasses.asdict(job.settings), output_dir=output_dir)
+        return [{"job": job.name, **results}], training.format_summary(results)
+    rows = run_jobs(jobs, output_dir or "runs", log=log)
+    return rows, format_summary(rows)
