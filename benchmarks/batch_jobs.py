@@ -1,0 +1,101 @@
+"""Batch mode against separate runs: 3 networks x 2 datasets x 3 heads, in one run of this script.
+
+Extracts (or reuses) caches of the CIFAR-10 and GTSRB subsets in ../shared/data with MobileNetV2 and MobileNet
+(their ImageNet weights from ../shared/weights) and VGG16 (random weights, seeded), then trains the 18 heads
+twice: as 18 separate `feature_extraction` processes (the baseline), and as one batch
+`feature_extraction --training_file=GLOB --validation_file=GLOB --head=softmax,mlp,logreg`. Prints the wall
+times, the speed-up, and the batch's results table.
+
+    python benchmarks/batch_jobs.py [--workdir /tmp/bottleneck-batch] [--input_size 96]
+"""
+
+import argparse
+import glob
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(ROOT, "..", "shared")
+NETWORKS = (
+    ("mobilenet_v2", os.path.join(SHARED, "weights", "mobilenet_v2_1.00_224_no_top.weights.h5")),
+    ("mobilenet", os.path.join(SHARED, "weights", "mobilenet_1_0_224_tf_no_top.weights.h5")),
+    ("vgg16", "none"),
+)
+DATASETS = (("cifar10", "cifar10-mini"), ("gtsrb", "gtsrb-mini"))
+HEADS = ("softmax", "mlp", "logreg")
+
+
+def _command(name):
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def _run(arguments):
+    started = time.perf_counter()
+    result = subprocess.run(arguments, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"failed: {' '.join(arguments)}\n{result.stderr[-2000:]}")
+    return time.perf_counter() - started, result.stdout
+
+
+def extract_all(caches, input_size):
+    """Extracts (or reuses) every network x dataset cache; returns the seconds spent."""
+    total = 0.0
+    for network, weights in NETWORKS:
+        for dataset, folder in DATASETS:
+            seconds, _ = _run([_command("extract_features"), f"--network={network}",
+                               f"--dataset_dir={os.path.join(SHARED, 'data', folder)}",
+                               f"--dataset={dataset}", f"--weights={weights}",
+                               f"--input_size={input_size}", f"--output_dir={caches}"])
+            print(f"  extract {network} {dataset}: {seconds:.1f} s", flush=True)
+            total += seconds
+    return total
+
+
+def separate_runs(caches, runs):
+    """The baseline: one `feature_extraction` process per job."""
+    started = time.perf_counter()
+    for train in sorted(glob.glob(os.path.join(caches, "*_train.h5"))):
+        validation = train.replace("_train.h5", "_validation.h5")
+        for head in HEADS:
+            name = os.path.basename(train)[: -len("_bottleneck_features_train.h5")]
+            _run([_command("feature_extraction"), f"--training_file={train}",
+                  f"--validation_file={validation}", f"--head={head}",
+                  f"--output_dir={os.path.join(runs, f'{name}_{head}')}"])
+    return time.perf_counter() - started
+
+
+def batch_run(caches, runs):
+    """One `feature_extraction` process for all 18 jobs."""
+    seconds, stdout = _run([_command("feature_extraction"),
+                            f"--training_file={os.path.join(caches, '*_train.h5')}",
+                            f"--validation_file={os.path.join(caches, '*_validation.h5')}",
+                            f"--head={','.join(HEADS)}", f"--output_dir={runs}"])
+    return seconds, stdout
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default="/tmp/bottleneck-batch")
+    parser.add_argument("--input_size", type=int, default=96,
+                        help="image side for extraction (smaller is faster; 224 is the networks' own)")
+    args = parser.parse_args()
+    if not os.path.isdir(os.path.join(SHARED, "data")):
+        raise SystemExit(f"needs {SHARED}/data and {SHARED}/weights beside the checkout")
+    caches = os.path.join(args.workdir, "caches")
+    print(f"extracting {len(NETWORKS)} networks x {len(DATASETS)} datasets (input {args.input_size})")
+    extraction = extract_all(caches, args.input_size)
+    separate = separate_runs(caches, os.path.join(args.workdir, "separate"))
+    batch, stdout = batch_run(caches, os.path.join(args.workdir, "batch"))
+    jobs = len(NETWORKS) * len(DATASETS) * len(HEADS)
+    print(f"\n| mode | jobs | wall time (s) | per job (s) |\n|---|---|---|---|")
+    print(f"| {jobs} separate feature_extraction runs (baseline) | {jobs} | {separate:.1f} | "
+          f"{separate / jobs:.2f} |")
+    print(f"| one batch feature_extraction run | {jobs} | {batch:.1f} | {batch / jobs:.2f} |")
+    print(f"\nspeed-up of the batch: {separate / batch:.2f}x (extraction beforehand: {extraction:.1f} s)")
+    print("\n" + stdout)
+
+
+if __name__ == "__main__":
+    main()
