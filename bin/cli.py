@@ -12,7 +12,15 @@ from absl import logging
 # defined here once; each command adopts them as its own (they show in --help).
 BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", None, "Samples per batch. Default: 64 images per network call "
-    "(extract_features), 256 features per gradient step (feature_extraction).", lower_bound=1)
+    "(extract_features), 256 features per gradient step (feature_extraction), 32 images "
+    "(predict, export_model).", lower_bound=1)
+WEIGHTS = flags.DEFINE_string(
+    "weights", None, "Network weights. extract_features: 'imagenet' (the default), 'none' "
+    "(random, seeded by --seed), or a path to a Keras weights file. predict, export_model: for "
+    "a head extracted with --weights=PATH, the same file (checked by SHA-256).")
+HEAD_DIR = flags.DEFINE_string(
+    "head_dir", None, "predict, export_model: a head folder written by feature_extraction (its "
+    "--output_dir), holding head_config.json and head.keras or head.joblib.")
 SEED = flags.DEFINE_integer(
     "seed", 0, "Random seed: --per_class and --validation_split (extract_features), "
     "initialization and shuffling (feature_extraction).", lower_bound=0)

@@ -46,8 +46,6 @@ _PER_CLASS = flags.DEFINE_integer(
 _VALIDATION_SPLIT = flags.DEFINE_float(
     "validation_split", 0.2, "Fraction held out for validation when the dataset has no "
     "validation split.", lower_bound=0.0, upper_bound=1.0)
-_WEIGHTS = flags.DEFINE_string(
-    "weights", "imagenet", "'imagenet', 'none' (random), or a path to a Keras weights file.")
 _POOLING = flags.DEFINE_enum(
     "pooling", "avg", networks.POOLINGS, "Global pooling of the last block's (or --layer's) "
     "spatial output.")
@@ -81,7 +79,11 @@ _EXECUTOR = flags.DEFINE_enum(
 _RAY_ADDRESS = flags.DEFINE_string(
     "ray_address", None, "With --executor=ray: the cluster's address (e.g. ray://head:10001 or "
     "auto). Default: a new local Ray instance.")
-flags.adopt_module_key_flags(cli)
+# Shared flags, defined once in bin/cli.py.
+flags.declare_key_flag("batch_size")
+flags.declare_key_flag("seed")
+flags.declare_key_flag("output_dir")
+flags.declare_key_flag("weights")
 
 
 def main(argv):
@@ -97,7 +99,7 @@ def main(argv):
         output_dir=cli.OUTPUT_DIR.value or ".",
         per_class=_PER_CLASS.value,
         batch_size=cli.BATCH_SIZE.value or 64,
-        weights=_WEIGHTS.value,
+        weights=cli.WEIGHTS.value or "imagenet",
         pooling=_POOLING.value,
         layer=_LAYER.value,
         input_size=_INPUT_SIZE.value,

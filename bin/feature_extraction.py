@@ -56,7 +56,10 @@ _L2 = flags.DEFINE_list(
 _EARLY_STOPPING = flags.DEFINE_integer(
     "early_stopping", 0, "Stop after this many epochs without a lower val_loss and keep the "
     "best weights; 0 trains every epoch.", lower_bound=0)
-flags.adopt_module_key_flags(cli)
+# Shared flags, defined once in bin/cli.py.
+flags.declare_key_flag("batch_size")
+flags.declare_key_flag("seed")
+flags.declare_key_flag("output_dir")
 
 
 def _numbers(flag, kind):

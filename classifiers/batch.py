@@ -43,12 +43,14 @@ def expand_files(patterns, flag):
     """Expands a comma-separated list of paths and globs into sorted, unique paths.
 
     Raises:
-        ValueError: a pattern matches no file.
+        ValueError: a glob matches no file.
     """
     found = []
     for pattern in (p.strip() for p in patterns.split(",") if p.strip()):
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        matches = [m for m in matches if os.path.isfile(m)]
+        if not glob.has_magic(pattern):
+            found.append(pattern)  # A missing file is for the cache reader to explain.
+            continue
+        matches = [m for m in sorted(glob.glob(pattern)) if os.path.isfile(m)]
         if not matches:
             raise ValueError(
                 f"Expected --{flag} to name cache files (paths or globs, comma-separated). "

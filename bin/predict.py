@@ -1,0 +1,74 @@
+"""Classifies images with a head trained by feature_extraction.
+
+Rebuilds the frozen network the head's features came from (network, weights,
+layer, pooling, input size, as recorded in the head folder's
+head_config.json), decodes and preprocesses each image exactly as
+extract_features does, runs the network and the head, and prints each image's
+path and its top classes with their probabilities. Folders are searched
+recursively for image files. An image that cannot be decoded is skipped with
+a warning and listed; the command fails only if no image could be read.
+
+Example:
+
+  predict --head_dir=runs/vgg16_cifar10_100_softmax --inputs=photos/,extra/cat.jpg
+
+With --dump_dir, up to --dump_count of the images are also written there as
+PNG files named after their top-5 classes, e.g. "[cat dog deer frog bird].png".
+
+A head whose features were extracted with --weights=PATH needs the same file
+here (--weights=PATH); it is checked by its SHA-256.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from bin import cli
+
+_INPUTS = flags.DEFINE_list(
+    "inputs", None, "Comma-separated image files and/or folders (searched recursively).")
+_TOP_K = flags.DEFINE_integer("top_k", 5, "Classes to print per image.", lower_bound=1)
+_DUMP_DIR = flags.DEFINE_string(
+    "dump_dir", None, "Also write images there as PNG, named after their top-5 classes: "
+    "'[c1 c2 c3 c4 c5].png' (' (2)' etc. when a name is taken).")
+_DUMP_COUNT = flags.DEFINE_integer(
+    "dump_count", 25, "Images to write to --dump_dir at most.", lower_bound=0)
+# Shared flags, defined once in bin/cli.py.
+flags.declare_key_flag("batch_size")
+flags.declare_key_flag("head_dir")
+flags.declare_key_flag("weights")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
+    cli.quiet_tensorflow()
+    from classifiers import predict  # pylint: disable=g-import-not-at-top
+
+    results = cli.call(
+        "predict",
+        predict.predict,
+        head_dir=cli.HEAD_DIR.value,
+        inputs=_INPUTS.value,
+        weights=cli.WEIGHTS.value,
+        top_k=_TOP_K.value,
+        dump_dir=_DUMP_DIR.value,
+        dump_count=_DUMP_COUNT.value,
+        batch_size=cli.BATCH_SIZE.value or 32,
+    )
+    for result in results:
+        print(predict.format_prediction(result))
+    skipped = [result for result in results if result.skipped]
+    if skipped:
+        print(f"Skipped {len(skipped)} of {len(results)} images that could not be decoded: "
+              f"{', '.join(result.path for result in skipped)}")
+
+
+def run():
+    """The `predict` console script."""
+    cli.run(main, sys.modules[__name__], required=["head_dir", "inputs"])
+
+
+if __name__ == "__main__":
+    run()
