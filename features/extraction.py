@@ -197,12 +197,21 @@ def _remove_temporaries(folder, prefix):
                 os.remove(os.path.join(folder, name))
 
 
-def _remove_parts_folders(path):
-    """Removes the checkpoint folders of `path`: this run's, and those of runs with other settings."""
+def _tidy_parts_folders(path, fingerprint):
+    """Removes the checkpoints of a finished cache; points out those of other settings.
+
+    Checkpoints of an extraction with other settings (e.g. before a bad image
+    was replaced) are kept, since that extraction could still be resumed.
+    """
     folder, name = os.path.split(os.path.abspath(path))
-    for entry in os.listdir(folder):
-        if entry.startswith(f".{name}.") and entry.endswith(".parts"):
+    own = os.path.basename(cache.parts_folder(path, fingerprint))
+    for entry in sorted(os.listdir(folder)):
+        if entry == own:
             shutil.rmtree(os.path.join(folder, entry))
+        elif entry.startswith(f".{name}.") and entry.endswith(".parts"):
+            logging.warning("Kept %s: checkpoints of an unfinished extraction of %s with other "
+                            "settings. Delete it if you will not resume that extraction.",
+                            os.path.join(folder, entry), name)
 
 
 def _extract_plan(model, spec, plan, input_size, batch_size, on_bad_image, checkpoint_every):
@@ -244,7 +253,7 @@ def _extract_plan(model, spec, plan, input_size, batch_size, on_bad_image, check
             os.rmdir(work)
         raise
     info = cache.merge_parts(parts, plan.path, metadata, plan.samples)
-    _remove_parts_folders(plan.path)
+    _tidy_parts_folders(plan.path, metadata.fingerprint())
     if hi > lo and info.num_samples == 0:
         os.remove(plan.path)
         raise datasets.DatasetError(
@@ -484,6 +493,8 @@ def extract_features(
     for plan in plans:
         if plan.existing:
             logging.info("Reusing %s: same fingerprint %s.", plan.path, plan.metadata.fingerprint()[:12])
+            # A run killed between its merge and its clean-up left its checkpoints.
+            _tidy_parts_folders(plan.path, plan.metadata.fingerprint())
             info, reused = plan.existing, True
         elif merge:
             info, reused = _merge_shards(plan, num_shards), False

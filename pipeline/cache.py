@@ -15,6 +15,7 @@ in the target's folder that replaces the target only once every row is written.
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -26,9 +27,12 @@ import numpy as np
 FORMAT_NAME = "bottleneck-cache"
 FORMAT_VERSION = 1
 SPLITS = ("train", "validation")
-# Rows per HDF5 chunk aim at about 1 MiB (h5py's advice: 10 KiB to 1 MiB).
-_CHUNK_BYTES = 1 << 20
+# Rows per HDF5 chunk aim at about 256 KiB (h5py's advice: 10 KiB to 1 MiB; smaller
+# chunks keep small checkpoint parts small).
+_CHUNK_BYTES = 1 << 18
 _STRING = h5py.string_dtype(encoding="utf-8")
+# Free space kept in reserve while writing: HDF5's chunk cache and metadata still to flush.
+_SPACE_MARGIN = 8 << 20
 
 
 class CacheError(ValueError):
@@ -269,9 +273,13 @@ class CacheWriter:
         if self._samples is not None:
             f.attrs["part_samples"] = np.asarray(self._samples, dtype=np.int64)
         rows = _chunk_rows(feature_shape)
+        # Fletcher-32 checksums per chunk: a flipped bit in the numbers is a read error,
+        # not silently different features.
         f.create_dataset("features", shape=(0, *feature_shape), dtype=np.float32,
-                         chunks=(rows, *feature_shape), maxshape=(None, *feature_shape))
-        f.create_dataset("labels", shape=(0,), dtype=np.int64, chunks=(4096,), maxshape=(None,))
+                         chunks=(rows, *feature_shape), maxshape=(None, *feature_shape),
+                         fletcher32=True)
+        f.create_dataset("labels", shape=(0,), dtype=np.int64, chunks=(4096,), maxshape=(None,),
+                         fletcher32=True)
         for name in ("filenames", "skipped_filenames", "skipped_reasons"):
             f.create_dataset(name, shape=(0,), dtype=_STRING, chunks=(1024,), maxshape=(None,))
         f.create_dataset(
@@ -313,10 +321,29 @@ class CacheWriter:
                 f"Expected finite values; nothing was written to {self.path}. Check the weights "
                 "file, or use --pooling=avg."
             )
+        self._check_space(features.nbytes + 64 * len(filenames))
         self._extend("features", features)
         self._extend("labels", labels)
         self._extend("filenames", np.asarray(filenames, dtype=object))
         self.num_rows += len(features)
+
+    def _check_space(self, nbytes):
+        """Raises `OSError(ENOSPC)` before a write that would fill the file system.
+
+        HDF5 does not recover from a full disk in the middle of a write (h5py
+        can crash the process later), so the writer stops first, leaving room
+        for what HDF5 still holds in memory.
+        """
+        stat = os.statvfs(os.path.dirname(os.path.abspath(self._tmp_path)))
+        free = stat.f_bavail * stat.f_frsize
+        if free < nbytes + _SPACE_MARGIN:
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left to write {self.path}: {free // 1024} KiB free, about "
+                f"{(nbytes + _SPACE_MARGIN) // 1024} KiB needed for the next rows. Free space or "
+                "choose another --output_dir, then run the same command again: an older cache "
+                "there is intact, and finished checkpoints are kept.",
+            )
 
     def skip(self, filenames, reasons):
         """Records samples that were left out, and why (e.g. an image that cannot be decoded).
@@ -472,7 +499,7 @@ def _read_rows(f, path):
     class_names = tuple(str(_text(v)) for v in f["class_names"][()])
     if len(set(class_names)) != len(class_names):
         raise _corrupt(path, f"unique class names; received {list(class_names)}")
-    labels = labels[()].astype(np.int64)
+    labels = _read_checked(labels, (), path).astype(np.int64)
     filenames = tuple(str(_text(v)) for v in f["filenames"][()])
     lengths = {"features": features.shape[0], "labels": len(labels), "filenames": len(filenames)}
     if len(set(lengths.values())) != 1:
@@ -486,11 +513,22 @@ def _read_rows(f, path):
     return labels, filenames, class_names, skipped
 
 
+def _read_checked(dataset, selection, path):
+    """Reads `dataset[selection]`; a failed checksum or read is a `CacheError`."""
+    try:
+        return dataset[selection]
+    except OSError as error:
+        raise CacheError(
+            f"{path} is corrupt: reading `{dataset.name.lstrip('/')}` failed ({error}); its "
+            "checksum or storage is damaged. Extract it again with extract_features --overwrite."
+        ) from None
+
+
 def _feature_blocks(dataset, filenames, path):
     """Yields `(start, block)` over the features, about 16 MiB at a time, checking values."""
     rows = max(1, (16 << 20) // max(4 * int(np.prod(dataset.shape[1:], dtype=np.int64)), 1))
     for start in range(0, dataset.shape[0], rows):
-        block = dataset[start : start + rows]
+        block = _read_checked(dataset, slice(start, start + rows), path)
         finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
         if not finite.all():
             row = start + int(np.argmin(finite))

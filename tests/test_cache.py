@@ -232,3 +232,34 @@ def test_empty_split_round_trips(tmp_path):
     path = str(tmp_path / "a.h5")
     write_cache(path, num_samples=0)
     assert cache.read_cache(path).features.shape == (0, 4)
+
+
+def test_flipped_bit_in_features_is_detected(tmp_path):
+    path = str(tmp_path / "a.h5")
+    write_cache(path, num_samples=8, feature_shape=(512,))
+    with h5py.File(path, "r") as f:
+        offset = f["features"].id.get_chunk_info(0).byte_offset
+    data = bytearray(open(path, "rb").read())
+    data[offset + 2] ^= 0x80
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    with pytest.raises(cache.CacheError, match=r"is corrupt: reading `features` failed .* its checksum "
+                       "or storage is damaged"):
+        cache.read_cache(path)
+
+
+def test_writer_stops_before_the_disk_is_full(tmp_path, monkeypatch):
+    path = str(tmp_path / "a.h5")
+    write_cache(path)
+    before = cache.read_cache(path).features
+
+    class Full:
+        f_bavail, f_frsize = 10, 4096
+
+    monkeypatch.setattr(cache.os, "statvfs", lambda folder: Full)
+    with pytest.raises(OSError, match=r"No space left to write .*a.h5: 40 KiB free, about \d+ KiB "
+                       r"needed .* an older cache there is intact"):
+        write_cache(path, metadata=make_metadata(seed=3))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(cache.read_cache(path).features, before)
+    assert os.listdir(tmp_path) == ["a.h5"]

@@ -195,12 +195,30 @@ def test_bad_executor(folder_dataset, tmp_path):
         extract(folder_dataset, tmp_path, executor="slurm")
 
 
-def test_checkpoints_of_other_settings_are_removed_on_success(folder_dataset, tmp_path, monkeypatch):
+def test_checkpoints_of_other_settings_are_kept_and_pointed_out(folder_dataset, tmp_path,
+                                                                monkeypatch, caplog):
     output = tmp_path / "out"
     monkeypatch.setattr(extraction, "_extract_samples", _fail_after(extraction._extract_samples, 1))
     with pytest.raises(SystemExit):
         extract(folder_dataset, output, pooling="max")
     monkeypatch.undo()
+    (other,) = [p for p in os.listdir(output) if p.endswith(".parts")]
+    results = extract(folder_dataset, output)
+    assert sorted(os.listdir(output)) == sorted([other] + [os.path.basename(r.path) for r in results])
+    assert f"Kept {output / other}: checkpoints of an unfinished extraction" in caplog.text
+
+
+def test_checkpoints_left_by_a_kill_after_the_merge_are_removed(folder_dataset, tmp_path, monkeypatch):
+    output = tmp_path / "out"
+
+    def killed(path, fingerprint):
+        raise SystemExit(137)
+
+    monkeypatch.setattr(extraction, "_tidy_parts_folders", killed)
+    with pytest.raises(SystemExit):
+        extract(folder_dataset, output)
+    monkeypatch.undo()
     assert any(p.endswith(".parts") for p in os.listdir(output))
-    results = extract(folder_dataset, output)  # other settings: the old checkpoints are of no use
+    results = extract(folder_dataset, output)
+    assert results[0].reused
     assert sorted(os.listdir(output)) == sorted(os.path.basename(r.path) for r in results)
