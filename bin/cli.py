@@ -29,8 +29,15 @@ OUTPUT_DIR = flags.DEFINE_string(
     "runs/<network>_<dataset>[_<N>]_<head> (feature_extraction).")
 
 
-def quiet_tensorflow():
-    """Hides TensorFlow's C++ start-up chatter unless the user asked for it."""
+def start(argv):
+    """What every command's `main` does first: refuse stray arguments, quiet TensorFlow.
+
+    Raises:
+        app.UsageError: positional arguments were given (the commands take flags only).
+    """
+    if len(argv) > 1:
+        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
+    # Hides TensorFlow's C++ start-up chatter unless the user asked for it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

@@ -25,7 +25,6 @@ A head extracted with --weights=PATH needs the same file here (--weights=PATH).
 
 import sys
 
-from absl import app
 from absl import flags
 
 from bin import cli
@@ -39,9 +38,7 @@ flags.declare_key_flag("weights")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
-    cli.quiet_tensorflow()
+    cli.start(argv)
     from classifiers import predict  # pylint: disable=g-import-not-at-top
 
     # A wrong --head_dir fails before TensorFlow loads (classifiers.export imports Keras).

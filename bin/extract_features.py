@@ -22,7 +22,6 @@ scikit-learn digits. Train a head on the result with feature_extraction.
 
 import sys
 
-from absl import app
 from absl import flags
 
 from bin import cli
@@ -87,9 +86,7 @@ flags.declare_key_flag("weights")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
-    cli.quiet_tensorflow()
+    cli.start(argv)
     results = cli.call(
         "extract_features",
         extraction.extract_features,

@@ -71,9 +71,7 @@ def _numbers(flag, kind):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
-    cli.quiet_tensorflow()
+    cli.start(argv)
     rows, summary = cli.call(
         "feature_extraction",
         batch.train_heads,

@@ -21,7 +21,6 @@ here (--weights=PATH); it is checked by its SHA-256.
 
 import sys
 
-from absl import app
 from absl import flags
 
 from bin import cli
@@ -41,9 +40,7 @@ flags.declare_key_flag("weights")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
-    cli.quiet_tensorflow()
+    cli.start(argv)
     from classifiers import predict  # pylint: disable=g-import-not-at-top
 
     results = cli.call(
