@@ -181,7 +181,7 @@ def _finished_part(path, metadata, samples):
         return False
     try:
         info = cache.verify_cache(path)
-        if info.fingerprint == metadata.fingerprint() and cache.part_samples(path) == samples:
+        if info.fingerprint == metadata.fingerprint() and info.samples == samples:
             return True
     except cache.CacheError as error:
         logging.warning("Extracting %s again: %s", path, error)

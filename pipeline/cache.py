@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
+from typing import Optional
 
 import h5py
 import numpy as np
@@ -567,12 +568,14 @@ class CacheInfo:
         fingerprint: its fingerprint.
         num_samples: feature rows.
         num_skipped: samples left out at extraction.
+        samples: for a part file, its `(start, stop, total)` sample range; else None.
     """
 
     metadata: CacheMetadata
     fingerprint: str
     num_samples: int
     num_skipped: int
+    samples: Optional[tuple] = None
 
 
 def verify_cache(path):
@@ -593,7 +596,8 @@ def verify_cache(path):
         _, filenames, _, skipped = _read_rows(f, path)
         for _ in _feature_blocks(f["features"], filenames, path):
             pass
-    return CacheInfo(metadata, metadata.fingerprint(), len(filenames), len(skipped))
+        samples = _part_samples(f, path) if "part_samples" in f.attrs else None
+    return CacheInfo(metadata, metadata.fingerprint(), len(filenames), len(skipped), samples)
 
 
 def read_cache(path):
@@ -631,21 +635,29 @@ def read_cache(path):
     )
 
 
-def part_samples(path):
-    """Returns the `(start, stop, total)` sample range of a finished part file.
+def _part_samples(f, path):
+    """The `(start, stop, total)` sample range of an open part file.
 
     Raises:
-        CacheError: the file is not a valid cache, or not a part.
+        CacheError: the file is a whole cache, not a part.
     """
-    with _open(path) as f:
-        _check_header(f, path)
-        samples = f.attrs.get("part_samples")
+    samples = f.attrs.get("part_samples")
     if samples is None or np.shape(samples) != (3,):
         raise CacheError(
             f"{path} is a whole cache, not a part: expected attribute `part_samples` = "
             "(start, stop, total). Merge only the part files extract_features wrote."
         )
     return tuple(int(v) for v in samples)
+
+
+def read_part_header(path):
+    """Reads and checks a part file's header: `(metadata, (start, stop, total))`.
+
+    Raises:
+        CacheError: the file is not a valid cache, or not a part.
+    """
+    with _open(path) as f:
+        return _check_header(f, path), _part_samples(f, path)
 
 
 def _check_coverage(ranges, start, stop, total):
@@ -693,14 +705,14 @@ def merge_parts(part_paths, path, metadata, samples):
     """
     ranges = []
     for part in part_paths:
-        part_metadata, fingerprint = read_metadata(part)
-        if fingerprint != metadata.fingerprint():
+        part_metadata, part_range = read_part_header(part)
+        if part_metadata.fingerprint() != metadata.fingerprint():
             differences = "; ".join(part_metadata.differences(metadata))
             raise CacheError(
                 f"{part} was made with other settings ({differences} (part != expected)). "
                 "Expected every part from the same extract_features flags."
             )
-        ranges.append((part_samples(part), part))
+        ranges.append((part_range, part))
     ranges.sort()
     start, stop, total = samples
     _check_coverage(ranges, start, stop, total)
