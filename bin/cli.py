@@ -11,8 +11,9 @@ from absl import logging
 # Flags both commands take. absl keeps one flag per name in a process, so they are
 # defined here once; each command adopts them as its own (they show in --help).
 BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", None, "Samples per batch. Default: 64 images per network call "
-    "(extract_features), 256 features per gradient step (feature_extraction), 32 images "
+    "batch_size", None, "Samples per batch. Default: chosen for the input size and device "
+    "(extract_features: 128 images per network call up to 64x64, 64 up to 128x128, else 32; "
+    "twice that per GPU), 256 features per gradient step (feature_extraction), 32 images "
     "(predict, export_model).", lower_bound=1)
 WEIGHTS = flags.DEFINE_string(
     "weights", None, "Network weights. extract_features: 'imagenet' (the default), 'none' "

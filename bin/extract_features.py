@@ -25,8 +25,10 @@ import sys
 from absl import flags
 
 from bin import cli
+from features import engines
 from features import extraction
 from features import networks
+from pipeline import augment
 from pipeline import datasets
 from pipeline import jobs
 
@@ -78,6 +80,20 @@ _EXECUTOR = flags.DEFINE_enum(
 _RAY_ADDRESS = flags.DEFINE_string(
     "ray_address", None, "With --executor=ray: the cluster's address (e.g. ray://head:10001 or "
     "auto). Default: a new local Ray instance.")
+_ENGINE = flags.DEFINE_enum(
+    "engine", "auto", engines.ENGINES, "What runs the network. auto: openvino on a CPU when the "
+    "openvino extra is installed, else keras; xla on GPUs.")
+_PRECISION = flags.DEFINE_enum(
+    "precision", "auto", engines.PRECISIONS, "Arithmetic of the network. auto: bfloat16 on CPUs "
+    "with AMX or AVX512-BF16, mixed precision on GPUs with tensor cores, float32 elsewhere. "
+    "The cache records what was used.")
+_AUGMENT_COPIES = flags.DEFINE_integer(
+    "augment_copies", 0, "Also extract this many augmented views of each training image (marked "
+    "as such in the cache and tied to their image; validation images are never augmented).",
+    lower_bound=0)
+_AUGMENTATIONS = flags.DEFINE_string(
+    "augmentations", "flip,crop,color", "With --augment_copies: the transforms of each view, a "
+    f"comma list of {', '.join(augment.TRANSFORMS)} (seeded by --seed).")
 # Shared flags, defined once in bin/cli.py.
 flags.declare_key_flag("batch_size")
 flags.declare_key_flag("seed")
@@ -95,7 +111,7 @@ def main(argv):
         dataset=_DATASET.value,
         output_dir=cli.OUTPUT_DIR.value or ".",
         per_class=_PER_CLASS.value,
-        batch_size=cli.BATCH_SIZE.value or 64,
+        batch_size=cli.BATCH_SIZE.value,
         weights=cli.WEIGHTS.value or "imagenet",
         pooling=_POOLING.value,
         layer=_LAYER.value,
@@ -112,6 +128,10 @@ def main(argv):
         checkpoint_every=_CHECKPOINT_EVERY.value,
         executor=_EXECUTOR.value,
         ray_address=_RAY_ADDRESS.value,
+        engine=_ENGINE.value,
+        precision=_PRECISION.value,
+        augment_copies=_AUGMENT_COPIES.value,
+        augmentations=_AUGMENTATIONS.value,
     )
     for result in results:
         state = "reused" if result.reused else "written"

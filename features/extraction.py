@@ -1,5 +1,6 @@
 """Stage one: run a frozen network over a dataset once and cache its features."""
 
+import collections
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -13,7 +14,9 @@ from typing import Optional
 import numpy as np
 from absl import logging
 
+from features import engines
 from features import networks
+from pipeline import augment as augmentation
 from pipeline import cache
 from pipeline import datasets
 from pipeline import jobs
@@ -146,33 +149,67 @@ def _load_batch(split, indices, input_size, on_bad_image):
     return (np.stack(images) if images else empty), np.asarray(kept, dtype=np.int64), skipped
 
 
-def _extract_samples(model, spec, split, start, stop, input_size, batch_size, on_bad_image, writer,
-                     progress):
-    """Runs `model` over samples `[start, stop)` of `split` and appends the rows to `writer`.
+def _prepared(split, spec, indices, input_size, on_bad_image, augment):
+    """Decodes a batch and its augmented views, ready for the network.
 
-    Decoding the next batch overlaps with the network's work on this one.
+    Returns:
+        `(inputs, kept, skipped)`: a list of `(views, (k, height, width, 3))`
+        float32 network inputs (view 0 first, then each augmented copy), the
+        `(k,)` split indices they come from, and `(id, reason)` of each image
+        left out.
     """
-    preprocess_input = spec.preprocess_input
+    images, kept, skipped = _load_batch(split, indices, input_size, on_bad_image)
+    inputs = [(0, images)]
+    if augment is not None and len(kept):
+        transforms, copies, seed = augment
+        inputs += [(copy, augmentation.augment_batch(images, transforms, seed, kept, copy))
+                   for copy in range(1, copies + 1)]
+    return [(view, spec.preprocess_input(batch.astype(np.float32)))
+            for view, batch in inputs], kept, skipped
 
-    def load(bounds):
-        images, kept, skipped = _load_batch(split, np.arange(*bounds), input_size, on_bad_image)
-        return preprocess_input(images.astype(np.float32)), kept, skipped
 
+def _write_rows(writer, split, kept, outputs, skipped):
+    """Appends a batch's rows (one per kept image and view) and its skipped images."""
+    ids = [split.ids[k] for k in kept]
+    for view, features in outputs:
+        writer.append(features, split.labels[kept], ids, np.full(len(kept), view, np.int16))
+    if skipped:
+        writer.skip(*zip(*skipped))
+        for name, reason in skipped:
+            logging.warning("Skipped %s: %s", name, reason)
+
+
+def _extract_samples(engine, spec, split, start, stop, input_size, batch_size, on_bad_image,
+                     writer, progress, augment=None):
+    """Runs `engine` over samples `[start, stop)` of `split` and appends the rows to `writer`.
+
+    Three stages overlap, so that the network is the only bottleneck: worker
+    threads decode, augment and preprocess the next batches (one per core, in
+    parallel; PIL and NumPy release the GIL), the engine runs on this thread,
+    and a writer thread appends the previous batch's rows. At most
+    `cores + 1` batches are in flight, so memory does not grow with the split.
+    """
     bounds = _batches(start, stop, batch_size)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load, bounds[0]) if bounds else None
+    workers = max(1, os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as loaders, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=1) as writers:
+        def load(bound):
+            return loaders.submit(_prepared, split, spec, np.arange(*bound), input_size,
+                                  on_bad_image, augment)
+
+        pending = collections.deque(load(bound) for bound in bounds[:workers + 1])
+        written = None
         for i, (first, last) in enumerate(bounds):
-            batch, kept, skipped = pending.result()
-            if i + 1 < len(bounds):
-                pending = pool.submit(load, bounds[i + 1])
-            if len(kept):
-                features = np.asarray(model.predict_on_batch(batch))
-                writer.append(features, split.labels[kept], [split.ids[k] for k in kept])
-            if skipped:
-                writer.skip(*zip(*skipped))
-                for name, reason in skipped:
-                    logging.warning("Skipped %s: %s", name, reason)
+            inputs, kept, skipped = pending.popleft().result()
+            if i + workers + 1 < len(bounds):
+                pending.append(load(bounds[i + workers + 1]))
+            outputs = [(view, engine(batch)) for view, batch in inputs] if len(kept) else []
+            if written is not None:
+                written.result()
+            written = writers.submit(_write_rows, writer, split, kept, outputs, skipped)
             progress.update(last - first)
+        if written is not None:
+            written.result()
 
 
 def _finished_part(path, metadata, samples):
@@ -214,7 +251,7 @@ def _tidy_parts_folders(path, fingerprint):
                             os.path.join(folder, entry), name)
 
 
-def _extract_plan(model, spec, plan, input_size, batch_size, on_bad_image, checkpoint_every):
+def _extract_plan(engine, spec, plan, input_size, batch_size, on_bad_image, checkpoint_every):
     """Extracts a plan's samples as checkpointed parts, then merges them into its file.
 
     Parts already finished by an interrupted run with the same settings are
@@ -231,7 +268,11 @@ def _extract_plan(model, spec, plan, input_size, batch_size, on_bad_image, check
                         f".{os.path.basename(plan.path)}.")
     _remove_temporaries(work, ".")
     os.makedirs(work, exist_ok=True)
-    feature_shape = tuple(model.output_shape[1:])
+    feature_shape = tuple(engine.output_shape[1:])
+    augment = None
+    if metadata.augment_copies:
+        augment = (augmentation.parse_transforms(metadata.augmentations), metadata.augment_copies,
+                   metadata.seed)
     lo, hi, total = plan.samples
     parts = []
     try:
@@ -243,8 +284,8 @@ def _extract_plan(model, spec, plan, input_size, batch_size, on_bad_image, check
                 else:
                     with cache.CacheWriter(part, metadata, split.class_names, feature_shape,
                                            samples=(start, stop, total)) as writer:
-                        _extract_samples(model, spec, split, start, stop, input_size, batch_size,
-                                         on_bad_image, writer, progress)
+                        _extract_samples(engine, spec, split, start, stop, input_size, batch_size,
+                                         on_bad_image, writer, progress, augment)
                         writer.commit()
                 parts.append(part)
     except BaseException:
@@ -375,13 +416,32 @@ def _build_model(spec, weights, pooling, layer, size, seed):
     return networks.build_feature_model(spec, weights, pooling, layer, size)
 
 
+def _build_engine(metadata, weights, device):
+    """Builds the engine that runs the network `metadata` describes."""
+    spec = networks.get_network(metadata.network)
+    layer = metadata.layer or None
+
+    def build_model():
+        return _build_model(spec, weights, metadata.pooling, layer, metadata.input_size,
+                            metadata.seed)
+
+    model_key = {field: getattr(metadata, field) for field in (
+        "network", "weights", "weights_sha256", "layer", "pooling", "input_size", "library_versions")}
+    model_key["seed"] = metadata.seed if metadata.weights == "none" else 0
+    engine = engines.create_engine(metadata.engine, metadata.precision, device, build_model,
+                                   model_key)
+    logging.info("Running %s with %s in %s on %s.", spec.name, engine.name, engine.precision,
+                 device.description)
+    return engine
+
+
 def extract_features(
     network,
     dataset_dir=None,
     dataset=None,
     output_dir=".",
     per_class=None,
-    batch_size=64,
+    batch_size=None,
     weights="imagenet",
     pooling="avg",
     layer=None,
@@ -398,6 +458,10 @@ def extract_features(
     checkpoint_every=1024,
     executor="local",
     ray_address=None,
+    engine="auto",
+    precision="auto",
+    augment_copies=0,
+    augmentations="flip,crop,color",
 ):
     """Extracts and caches the bottleneck features of a dataset's two splits.
 
@@ -416,7 +480,8 @@ def extract_features(
         dataset: dataset name for the file names; defaults to the folder name.
         output_dir: where the caches go.
         per_class: keep this many training examples per class (None: all).
-        batch_size: images per network call.
+        batch_size: images per network call; None picks one for the input
+            size and device (`features.engines.auto_batch_size`).
         weights: `"imagenet"`, `"none"` (random, seeded by `seed`), or a path
             to a weights file.
         pooling: `"avg"`, `"max"` or `"none"`.
@@ -439,6 +504,16 @@ def extract_features(
             is given) and merges them here. The output folder must be shared
             by every machine of the cluster.
         ray_address: the Ray cluster to use; None starts a local instance.
+        engine: what runs the network: one of `features.engines.ENGINES`;
+            `"auto"` picks the fastest for the device.
+        precision: `"auto"`, `"float32"`, `"bfloat16"` or `"float16"`; `"auto"`
+            is bfloat16 on CPUs with AMX or AVX512-BF16 and mixed precision on
+            GPUs with tensor cores, float32 elsewhere. The cache records it.
+        augment_copies: augmented views of each training image to extract
+            besides the image itself (validation images are never augmented).
+        augmentations: the transforms of those views, a comma list of
+            `pipeline.augment.TRANSFORMS`; seeded by `seed`, so a resumed or
+            sharded run gets the same views.
 
     Returns:
         A list of `ExtractionResult`, train first.
@@ -452,8 +527,19 @@ def extract_features(
     spec = networks.get_network(network)
     size = networks.resolve_input_size(spec, input_size)
     networks.check_pooling(pooling)
-    _check_options(batch_size, per_class, on_bad_image, num_shards, shard_index, merge,
+    _check_options(1 if batch_size is None else batch_size, per_class, on_bad_image, num_shards, shard_index, merge,
                    checkpoint_every)
+    if augment_copies < 0:
+        raise ValueError(f"Expected augment_copies >= 0. Received: augment_copies={augment_copies}.")
+    transforms = augmentation.parse_transforms(augmentations) if augment_copies else ()
+    if augment_copies and not transforms:
+        raise ValueError(f"Expected --augmentations with --augment_copies={augment_copies}: the "
+                         "transforms that make each view. Received: none. Pass e.g. "
+                         "--augmentations=flip,crop,color.")
+    device = engines.detect_device()
+    engine = engines.resolve_engine(engine, device)
+    precision = engines.resolve_precision(precision, device)
+    batch_size = batch_size or engines.auto_batch_size(size, device)
     if executor not in jobs.EXECUTORS:
         raise ValueError(f"Expected executor to be one of {jobs.EXECUTORS}. "
                          f"Received: executor={executor!r}.")
@@ -475,7 +561,10 @@ def extract_features(
             # Only the training split is cut to per_class. The seed counts where it chose the
             # samples, or the random weights.
             per_class=(per_class or 0) if name == "train" else 0,
-            seed=seed if split.seeded or weights == "none" else 0, library_versions=versions,
+            seed=seed if split.seeded or weights == "none" or augment_copies else 0,
+            library_versions=versions, engine=engine, precision=precision,
+            augmentations=",".join(transforms) if name == "train" else "",
+            augment_copies=augment_copies if name == "train" else 0,
         )
         path = os.path.join(
             output_dir, cache.cache_filename(file_network_name(network, spec), dataset, name, per_class))
@@ -488,7 +577,7 @@ def extract_features(
         merge = True
         plans = [_plan(plan.split, plan.metadata, plan.path, True, 1, 0, checkpoint_every)
                  for plan in plans]
-    model = None
+    runner = None
     results = []
     for plan in plans:
         if plan.existing:
@@ -499,8 +588,8 @@ def extract_features(
         elif merge:
             info, reused = _merge_shards(plan, num_shards), False
         else:
-            model = model or _build_model(spec, weights, pooling, layer, size, seed)
-            info, reused = _extract_plan(model, spec, plan, size, batch_size, on_bad_image,
+            runner = runner or _build_engine(plan.metadata, weights, device)
+            info, reused = _extract_plan(runner, spec, plan, size, batch_size, on_bad_image,
                                          checkpoint_every), False
         if not reused:
             logging.info("Wrote %s: %d rows, %d images skipped.", plan.path, info.num_samples,

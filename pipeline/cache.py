@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 FORMAT_NAME = "bottleneck-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SPLITS = ("train", "validation")
 # Rows per HDF5 chunk aim at about 256 KiB (h5py's advice: 10 KiB to 1 MiB; smaller
 # chunks keep small checkpoint parts small).
@@ -61,6 +61,11 @@ class CacheMetadata:
         seed: seed of the per-class selection or of the carved validation split
             that chose this split's samples, or of the random weights; else 0.
         library_versions: JSON object of package versions.
+        engine: what ran the network, e.g. `"keras"` or `"openvino"`.
+        precision: `"float32"`, `"bfloat16"` or `"float16"`.
+        augmentations: comma list of the transforms of augmented views, or `""`.
+        augment_copies: augmented views per sample (0 for none; always 0 for
+            validation).
     """
 
     network: str
@@ -76,6 +81,10 @@ class CacheMetadata:
     per_class: int
     seed: int
     library_versions: str
+    engine: str = "keras"
+    precision: str = "float32"
+    augmentations: str = ""
+    augment_copies: int = 0
 
     def to_attrs(self):
         """Returns the metadata as a dict of HDF5-storable attribute values."""
@@ -163,6 +172,8 @@ class Cache:
         skipped: `(filename, reason)` of each sample left out (an image that
             could not be decoded).
         fingerprint: the file's fingerprint.
+        views: int16 `(num_samples,)`: 0 for a row of the image itself, `k`
+            for its `k`-th augmented view (whose filename is its source's).
     """
 
     path: str
@@ -173,6 +184,7 @@ class Cache:
     class_names: tuple
     skipped: tuple
     fingerprint: str
+    views: np.ndarray
 
     @property
     def feature_shape(self):
@@ -281,6 +293,8 @@ class CacheWriter:
                          fletcher32=True)
         f.create_dataset("labels", shape=(0,), dtype=np.int64, chunks=(4096,), maxshape=(None,),
                          fletcher32=True)
+        f.create_dataset("views", shape=(0,), dtype=np.int16, chunks=(4096,), maxshape=(None,),
+                         fletcher32=True)
         for name in ("filenames", "skipped_filenames", "skipped_reasons"):
             f.create_dataset(name, shape=(0,), dtype=_STRING, chunks=(1024,), maxshape=(None,))
         f.create_dataset(
@@ -293,13 +307,15 @@ class CacheWriter:
         dataset.resize(start + len(values), axis=0)
         dataset[start:] = values
 
-    def append(self, features, labels, filenames):
+    def append(self, features, labels, filenames, views=None):
         """Appends rows: each sample's features, label and filename together.
 
         Args:
             features: `(num_rows, *feature_shape)` array of finite values.
             labels: `(num_rows,)` integer labels in `[0, num_classes)`.
             filenames: `(num_rows,)` sample ids.
+            views: `(num_rows,)`: 0 for an image itself, `k` for its `k`-th
+                augmented view; None for all 0.
 
         Raises:
             CacheError: lengths that differ, a label out of range, or a NaN or
@@ -308,10 +324,12 @@ class CacheWriter:
         features = np.asarray(features, dtype=np.float32)
         labels = np.asarray(labels, dtype=np.int64)
         filenames = list(filenames)
-        if not len(features) == len(labels) == len(filenames):
+        views = np.zeros(len(features), np.int16) if views is None else np.asarray(views, np.int16)
+        if not len(features) == len(labels) == len(filenames) == len(views):
             raise CacheError(
-                f"Expected one label and one filename per feature row for {self.path}. Received: "
-                f"{len(features)} rows, {len(labels)} labels, {len(filenames)} filenames."
+                f"Expected one label, filename and view per feature row for {self.path}. "
+                f"Received: {len(features)} rows, {len(labels)} labels, {len(filenames)} "
+                f"filenames, {len(views)} views."
             )
         _check_labels(labels, self._num_classes, self.path)
         finite = np.isfinite(features.reshape(len(features), -1)).all(axis=1)
@@ -325,6 +343,7 @@ class CacheWriter:
         self._check_space(features.nbytes + 64 * len(filenames))
         self._extend("features", features)
         self._extend("labels", labels)
+        self._extend("views", views)
         self._extend("filenames", np.asarray(filenames, dtype=object))
         self.num_rows += len(features)
 
@@ -458,7 +477,7 @@ def _check_header(f, path):
             f"{path} is incomplete: its extraction did not finish. Run the same "
             "extract_features command again to finish it."
         )
-    for key in ("features", "labels", "filenames", "class_names", "skipped_filenames",
+    for key in ("features", "labels", "views", "filenames", "class_names", "skipped_filenames",
                 "skipped_reasons"):
         if not isinstance(f.get(key), h5py.Dataset):
             raise CacheError(
@@ -486,7 +505,7 @@ def _read_rows(f, path):
     """Reads and checks everything but the features' values.
 
     Returns:
-        `(labels, filenames, class_names, skipped)`.
+        `(labels, filenames, class_names, skipped, views)`.
     """
     features, labels = f["features"], f["labels"]
     if features.dtype != np.float32 or features.ndim < 2:
@@ -502,7 +521,12 @@ def _read_rows(f, path):
         raise _corrupt(path, f"unique class names; received {list(class_names)}")
     labels = _read_checked(labels, (), path).astype(np.int64)
     filenames = tuple(str(_text(v)) for v in f["filenames"][()])
-    lengths = {"features": features.shape[0], "labels": len(labels), "filenames": len(filenames)}
+    if f["views"].dtype.kind not in "iu" or f["views"].ndim != 1:
+        raise _corrupt(path, f"integer `views` of shape (num_samples,); received "
+                             f"{f['views'].dtype} {f['views'].shape}")
+    views = _read_checked(f["views"], (), path).astype(np.int16)
+    lengths = {"features": features.shape[0], "labels": len(labels), "views": len(views),
+               "filenames": len(filenames)}
     if len(set(lengths.values())) != 1:
         raise _corrupt(path, f"`features`, `labels` and `filenames` to have one row per sample; "
                              f"received lengths {lengths}")
@@ -511,7 +535,7 @@ def _read_rows(f, path):
         raise _corrupt(path, "one entry of `skipped_reasons` per entry of `skipped_filenames`")
     skipped = tuple(zip((str(_text(v)) for v in f["skipped_filenames"][()]),
                         (str(_text(v)) for v in f["skipped_reasons"][()])))
-    return labels, filenames, class_names, skipped
+    return labels, filenames, class_names, skipped, views
 
 
 def _read_checked(dataset, selection, path):
@@ -593,7 +617,7 @@ def verify_cache(path):
     path = os.fspath(path)
     with _open(path) as f:
         metadata = _check_header(f, path)
-        _, filenames, _, skipped = _read_rows(f, path)
+        _, filenames, _, skipped, _ = _read_rows(f, path)
         for _ in _feature_blocks(f["features"], filenames, path):
             pass
         samples = _part_samples(f, path) if "part_samples" in f.attrs else None
@@ -618,7 +642,7 @@ def read_cache(path):
     path = os.fspath(path)
     with _open(path) as f:
         metadata = _check_header(f, path)
-        labels, filenames, class_names, skipped = _read_rows(f, path)
+        labels, filenames, class_names, skipped, views = _read_rows(f, path)
         dataset = f["features"]
         features = np.empty(dataset.shape, dtype=np.float32)
         for start, block in _feature_blocks(dataset, filenames, path):
@@ -632,6 +656,7 @@ def read_cache(path):
         class_names=class_names,
         skipped=skipped,
         fingerprint=metadata.fingerprint(),
+        views=views,
     )
 
 
@@ -724,7 +749,7 @@ def merge_parts(part_paths, path, metadata, samples):
         for _, part in ranges:
             with _open(part) as f:
                 _check_header(f, part)
-                labels, filenames, names, skipped = _read_rows(f, part)
+                labels, filenames, names, skipped, views = _read_rows(f, part)
                 if writer is None:
                     writer = stack.enter_context(CacheWriter(
                         path, metadata, names, f["features"].shape[1:],
@@ -734,7 +759,8 @@ def merge_parts(part_paths, path, metadata, samples):
                     raise _corrupt(part, f"the class names and feature shape of {ranges[0][1]}")
                 for offset, block in _feature_blocks(f["features"], filenames, part):
                     end = offset + len(block)
-                    writer.append(block, labels[offset:end], filenames[offset:end])
+                    writer.append(block, labels[offset:end], filenames[offset:end],
+                                  views[offset:end])
                 if skipped:
                     writer.skip(*zip(*skipped))
         writer.commit()

@@ -129,8 +129,8 @@ def test_skipped_samples_round_trip(tmp_path):
 
 def test_writer_keeps_rows_in_step(tmp_path):
     with cache.CacheWriter(str(tmp_path / "a.h5"), make_metadata(), ["x", "y"], (4,)) as writer:
-        with pytest.raises(cache.CacheError, match=r"Expected one label and one filename per feature row "
-                           r"for .*a.h5. Received: 2 rows, 1 labels, 2 filenames"):
+        with pytest.raises(cache.CacheError, match=r"Expected one label, filename and view per feature row "
+                           r"for .*a.h5. Received: 2 rows, 1 labels, 2 filenames, 2 views"):
             writer.append(np.ones((2, 4)), [0], ["a", "b"])
         with pytest.raises(cache.CacheError, match=r"Expected labels in \[0, 2\).*Received: label 2"):
             writer.append(np.ones((1, 4)), [2], ["a"])
@@ -170,8 +170,8 @@ def _replace_dataset(name, data):
 
 @pytest.mark.parametrize("corruption, message", [
     (_set_attr("format", "something-else"), "is not a bottleneck cache: expected attribute format"),
-    (_set_attr("format_version", 99), "has cache format version 99; this version of bottleneck-cache reads version 1"),
-    (_set_attr("format_version", "1"), "has cache format version '1'; this version of bottleneck-cache reads version 1"),
+    (_set_attr("format_version", 99), "has cache format version 99; this version of bottleneck-cache reads version 2"),
+    (_set_attr("format_version", "1"), "has cache format version '1'; this version of bottleneck-cache reads version 2"),
     (_set_attr("format_version", [1, 1]), r"has cache format version array\(\[1, 1\]\)"),
     (lambda f: f.__delitem__("features"), "dataset `features` is missing"),
     (lambda f: f.__delitem__("filenames"), "dataset `filenames` is missing"),
@@ -186,12 +186,12 @@ def _replace_dataset(name, data):
     (_replace_dataset("features", np.zeros(10, dtype=np.float32)), r"expected float32 `features`.*received float32 \(10,\)"),
     (_replace_dataset("labels", np.full(10, 1.7)), r"expected integer `labels` of shape \(num_samples,\); received float64"),
     (_replace_dataset("class_names", np.array([b"a", b"a", b"b"])), r"expected unique class names; received \['a', 'a', 'b'\]"),
-    (_replace_dataset("filenames", np.array([b"x"] * 9)), r"received lengths \{'features': 10, 'labels': 10, 'filenames': 9\}"),
+    (_replace_dataset("filenames", np.array([b"x"] * 9)), r"received lengths \{'features': 10, 'labels': 10, 'views': 10, 'filenames': 9\}"),
     (_set_attr("complete", False), "is incomplete: its extraction did not finish. Run the same extract_features"),
     (lambda f: f.__delitem__("labels"), "dataset `labels` is missing"),
     (lambda f: f.attrs.__delitem__("pooling"), "attribute `pooling` is missing"),
     (_set_attr("network", "resnet50"), "fingerprint that does not match its attributes"),
-    (_replace_dataset("labels", np.arange(4)), r"received lengths \{'features': 10, 'labels': 4, 'filenames': 10\}"),
+    (_replace_dataset("labels", np.arange(4)), r"received lengths \{'features': 10, 'labels': 4, 'views': 10, 'filenames': 10\}"),
     (_replace_dataset("labels", np.full(10, 7)), r"Expected labels in \[0, 3\).*Received: label 7"),
     (_replace_dataset("labels", np.full(10, -1)), r"Expected labels in \[0, 3\).*Received: label -1"),
     (lambda f: f["features"].__setitem__((6, 1), np.nan), r"non-finite feature \(NaN or inf\) in row 6 \(img_6.jpg\)"),
