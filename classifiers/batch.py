@@ -17,7 +17,7 @@ from pipeline import cache
 
 # What a training and a validation cache must share to be paired.
 _PAIR_KEY = ("network", "weights", "weights_sha256", "layer", "pooling", "input_size",
-             "preprocessing", "dataset")
+             "preprocessing", "precision", "dataset")
 # The settings that can be swept, in job-name order.
 SWEEPABLE = ("head", "learning_rate", "hidden_units", "dropout", "l2")
 

@@ -15,7 +15,7 @@ from pipeline import files
 
 # Attributes that must agree between the training and the validation cache.
 _PAIRED_ATTRIBUTES = ("network", "weights", "weights_sha256", "layer", "pooling", "input_size",
-                      "preprocessing")
+                      "preprocessing", "precision")
 
 
 def check_pair(train, validation):
@@ -29,7 +29,8 @@ def check_pair(train, validation):
         ValueError: a file holds the other split; the two differ in dataset,
             network, weights, layer, pooling, input size, preprocessing, class
             names or feature shape (the message names the attribute and both
-            values); or they share samples.
+            values); they share samples (an augmented view counts as its
+            image); or the validation cache holds augmented views.
     """
     for role, part in (("train", train), ("validation", validation)):
         if part.metadata.split != role:
@@ -50,6 +51,12 @@ def check_pair(train, validation):
                 f"{theirs!r} in {validation.path}. Expected both splits extracted with the same "
                 "extract_features settings; extract them again with one command."
             )
+    if validation.metadata.augment_copies or validation.views.any():
+        raise ValueError(
+            f"Expected a validation cache of the images themselves. Received: {validation.path} "
+            "holds augmented views, which would make validation accuracy meaningless. Extract the "
+            "validation split without --augment_copies."
+        )
     shared = set(train.filenames) & set(validation.filenames)
     if shared:
         raise ValueError(

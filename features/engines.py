@@ -56,6 +56,8 @@ class Device:
             or a GPU of compute capability 8.0 or later).
         float16: the device has float16 tensor cores (compute capability 7.0+).
         description: for logs, e.g. `"cpu (amx_bf16)"` or `"2 gpus"`.
+        names: the TensorFlow devices a batch is split over when there are
+            several, e.g. `("/gpu:0", "/gpu:1")`.
     """
 
     kind: str
@@ -63,6 +65,7 @@ class Device:
     bfloat16: bool
     float16: bool
     description: str
+    names: tuple = ()
 
 
 def cpu_flags(cpuinfo="/proc/cpuinfo"):
@@ -88,7 +91,7 @@ def detect_device(cpuinfo="/proc/cpuinfo"):
         lowest = min(capabilities)
         return Device("gpu", len(gpus), lowest >= (8, 0), lowest >= (7, 0),
                       f"{len(gpus)} gpu{'s' if len(gpus) > 1 else ''} (compute capability "
-                      f"{lowest[0]}.{lowest[1]})")
+                      f"{lowest[0]}.{lowest[1]})", tuple(f"/gpu:{i}" for i in range(len(gpus))))
     flags = cpu_flags(cpuinfo)
     found = [flag for flag in _BF16_CPU_FLAGS if flag in flags]
     return Device("cpu", 1, bool(found), False, f"cpu ({', '.join(found) or 'no bf16 units'})")
@@ -184,15 +187,20 @@ def _dtype_policy(precision):
 
 
 def _strategy(device):
+    """`MirroredStrategy` over the device's units when there are several, else the default."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-    if device.kind == "gpu" and device.count > 1:
-        return tf.distribute.MirroredStrategy()
+    if len(device.names) > 1:
+        return tf.distribute.MirroredStrategy(list(device.names))
     return tf.distribute.get_strategy()
 
 
 class KerasEngine:
     """Runs a Keras model with `predict_on_batch`, optionally XLA-compiled.
+
+    Under a strategy with several replicas (`MirroredStrategy` over GPUs),
+    each batch is cut into one slice per replica, the slices run in
+    parallel, and the outputs are put back together in order.
 
     Attributes:
         name: `"keras"` or `"xla"`.
@@ -222,10 +230,23 @@ class KerasEngine:
             # compile() only records jit_compile here: nothing is trained.
             self._model.compile(jit_compile=jit_compile)
         self.output_shape = self._model.output_shape
+        self._strategy = strategy
+        if strategy.num_replicas_in_sync > 1:
+            step = tf.function(lambda x: self._model(x, training=False), jit_compile=jit_compile)
+            self._step = tf.function(lambda values: strategy.run(step, args=(values,)),
+                                     reduce_retracing=True)
 
     def __call__(self, batch):
         """Maps `(batch, height, width, 3)` float32 inputs to float32 features."""
-        return np.asarray(self._model.predict_on_batch(batch), dtype=np.float32)
+        if self._strategy.num_replicas_in_sync == 1:
+            return np.asarray(self._model.predict_on_batch(batch), dtype=np.float32)
+        # predict_on_batch would give every replica the whole batch.
+        slices = np.array_split(np.asarray(batch, np.float32), self._strategy.num_replicas_in_sync)
+        values = self._strategy.experimental_distribute_values_from_function(
+            lambda context: slices[context.replica_id_in_sync_group])
+        outputs = self._step(values)
+        return np.concatenate([np.asarray(output, dtype=np.float32) for output in
+                               self._strategy.experimental_local_results(outputs)])
 
 
 def _cache_home():

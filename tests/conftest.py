@@ -42,3 +42,15 @@ def folder_dataset(tmp_path):
     write_folder_dataset(root / "train", per_class=4, seed=1)
     write_folder_dataset(root / "val", per_class=2, seed=2)
     return str(root)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _engine_cache_home(tmp_path_factory):
+    """Keeps converted models (features.engines) out of the user's ~/.cache."""
+    previous = os.environ.get("BOTTLENECK_CACHE_HOME")
+    os.environ["BOTTLENECK_CACHE_HOME"] = str(tmp_path_factory.mktemp("bottleneck-cache-home"))
+    yield
+    if previous is None:
+        os.environ.pop("BOTTLENECK_CACHE_HOME", None)
+    else:
+        os.environ["BOTTLENECK_CACHE_HOME"] = previous
