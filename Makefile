@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[test,ray,openvino]'
 	touch $@
 
 install: $(VENV)/.installed
