@@ -51,8 +51,7 @@ def extract(network, weights, dataset_dir, folder, engine, precision):
 def heads(paths, folder):
     accuracies = {}
     for head in HEADS:
-        metrics = training.train_head(*paths, head=head, output_dir=os.path.join(folder, head),
-                                      verbose=0)
+        metrics = training.train_head(*paths, head=head, output_dir=os.path.join(folder, head))
         accuracies[head] = metrics["val_accuracy"]
     return accuracies
 
