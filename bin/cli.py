@@ -8,6 +8,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from pipeline import datasets
+
 # Flags both commands take. absl keeps one flag per name in a process, so they are
 # defined here once; each command adopts them as its own (they show in --help).
 BATCH_SIZE = flags.DEFINE_integer(
@@ -27,7 +29,31 @@ SEED = flags.DEFINE_integer(
     "initialization and shuffling (feature_extraction).", lower_bound=0)
 OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Output folder. Default: the current folder (extract_features), "
-    "runs/<network>_<dataset>[_<N>]_<head> (feature_extraction).")
+    "runs/<network>_<dataset>[_<N>]_<head> (feature_extraction), <head_dir>_fine_tuned "
+    "(fine_tune).")
+OUTPUT = flags.DEFINE_string(
+    "output", None, "The .keras file to write (export_model, transfer_weights).")
+OVERWRITE = flags.DEFINE_boolean(
+    "overwrite", False, "Replace what is there: caches made with other settings "
+    "(extract_features), an existing --output_dir (fine_tune) or --output (transfer_weights).")
+DATASET_DIR = flags.DEFINE_string(
+    "dataset_dir", None, "Dataset folder or file (for fine_tune: the one given to "
+    "extract_features). Default: scikit-learn's bundled digits.")
+DATASET_FORMAT = flags.DEFINE_enum(
+    "dataset_format", None, datasets.FORMATS, "Dataset layout. Default: detected.")
+ALLOW_PICKLE = flags.DEFINE_boolean(
+    "allow_pickle", False, "Allow reading pickle files (CIFAR-10 python batches, Udacity "
+    "pickles). Loading a pickle can run code: use only files you trust.")
+VALIDATION_SPLIT = flags.DEFINE_float(
+    "validation_split", 0.2, "Fraction held out for validation when the dataset has no "
+    "validation split (for fine_tune: the value given to extract_features).",
+    lower_bound=0.0, upper_bound=1.0)
+EPOCHS = flags.DEFINE_integer(
+    "epochs", None, "Training epochs. Default: 50 (feature_extraction's Keras heads), 5 "
+    "(fine_tune).", lower_bound=1)
+LEARNING_RATE = flags.DEFINE_list(
+    "learning_rate", None, "Adam's learning rate. Default: 0.001 (feature_extraction, where a "
+    "comma-separated list sweeps), 1e-5 (fine_tune, one value).")
 
 
 def start(argv):

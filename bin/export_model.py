@@ -29,10 +29,10 @@ from absl import flags
 
 from bin import cli
 
-_OUTPUT = flags.DEFINE_string("output", None, "The .keras file to write.")
 _SAVED_MODEL_DIR = flags.DEFINE_string(
     "saved_model_dir", None, "Also write a TensorFlow SavedModel (for serving) to this folder.")
 # Shared flags, defined once in bin/cli.py.
+flags.declare_key_flag("output")
 flags.declare_key_flag("head_dir")
 flags.declare_key_flag("weights")
 
@@ -49,7 +49,7 @@ def main(argv):
         "export_model",
         export.export_model,
         head_dir=cli.HEAD_DIR.value,
-        output=_OUTPUT.value,
+        output=cli.OUTPUT.value,
         saved_model_dir=_SAVED_MODEL_DIR.value,
         weights=cli.WEIGHTS.value,
     )

@@ -29,24 +29,16 @@ from features import engines
 from features import extraction
 from features import networks
 from pipeline import augment
-from pipeline import datasets
 from pipeline import jobs
 
 _NETWORK = flags.DEFINE_string(
     "network", None, f"Network: {', '.join(networks.list_networks())}; or its Keras class name "
     f"(MobileNetV2), or the lab's aliases {', '.join(sorted(networks.ALIASES))}.")
-_DATASET_DIR = flags.DEFINE_string(
-    "dataset_dir", None, "Dataset folder or file. Default: scikit-learn's bundled digits.")
 _DATASET = flags.DEFINE_string(
     "dataset", None, "Dataset name used in the cache file names. Default: the folder's name.")
-_DATASET_FORMAT = flags.DEFINE_enum(
-    "dataset_format", None, datasets.FORMATS, "Dataset layout. Default: detected.")
 _PER_CLASS = flags.DEFINE_integer(
     "per_class", None, "Keep this many training examples per class (seeded). Default: all.",
     lower_bound=1)
-_VALIDATION_SPLIT = flags.DEFINE_float(
-    "validation_split", 0.2, "Fraction held out for validation when the dataset has no "
-    "validation split.", lower_bound=0.0, upper_bound=1.0)
 _POOLING = flags.DEFINE_enum(
     "pooling", "avg", networks.POOLINGS, "Global pooling of the last block's (or --layer's) "
     "spatial output.")
@@ -54,11 +46,6 @@ _LAYER = flags.DEFINE_string(
     "layer", None, "Take this layer's output instead, e.g. fc1 for VGG16's relu6 codes.")
 _INPUT_SIZE = flags.DEFINE_integer(
     "input_size", None, "Resize images to this side. Default: the network's own.", lower_bound=1)
-_OVERWRITE = flags.DEFINE_boolean(
-    "overwrite", False, "Replace caches that were made with other settings.")
-_ALLOW_PICKLE = flags.DEFINE_boolean(
-    "allow_pickle", False, "Allow reading pickle files (CIFAR-10 python batches, Udacity "
-    "pickles). Loading a pickle can run code: use only files you trust.")
 _ON_BAD_IMAGE = flags.DEFINE_enum(
     "on_bad_image", "skip", extraction.BAD_IMAGE_POLICIES, "What to do with an image that cannot "
     "be decoded: skip it (it is listed in the output and in the cache) or fail.")
@@ -99,6 +86,11 @@ flags.declare_key_flag("batch_size")
 flags.declare_key_flag("seed")
 flags.declare_key_flag("output_dir")
 flags.declare_key_flag("weights")
+flags.declare_key_flag("overwrite")
+flags.declare_key_flag("dataset_dir")
+flags.declare_key_flag("dataset_format")
+flags.declare_key_flag("allow_pickle")
+flags.declare_key_flag("validation_split")
 
 
 def main(argv):
@@ -107,7 +99,7 @@ def main(argv):
         "extract_features",
         extraction.extract_features,
         network=_NETWORK.value,
-        dataset_dir=_DATASET_DIR.value,
+        dataset_dir=cli.DATASET_DIR.value,
         dataset=_DATASET.value,
         output_dir=cli.OUTPUT_DIR.value or ".",
         per_class=_PER_CLASS.value,
@@ -116,11 +108,11 @@ def main(argv):
         pooling=_POOLING.value,
         layer=_LAYER.value,
         input_size=_INPUT_SIZE.value,
-        overwrite=_OVERWRITE.value,
-        dataset_format=_DATASET_FORMAT.value,
-        validation_split=_VALIDATION_SPLIT.value,
+        overwrite=cli.OVERWRITE.value,
+        dataset_format=cli.DATASET_FORMAT.value,
+        validation_split=cli.VALIDATION_SPLIT.value,
         seed=cli.SEED.value,
-        allow_pickle=_ALLOW_PICKLE.value,
+        allow_pickle=cli.ALLOW_PICKLE.value,
         on_bad_image=_ON_BAD_IMAGE.value,
         num_shards=_NUM_SHARDS.value,
         shard_index=_SHARD_INDEX.value,

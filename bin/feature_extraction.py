@@ -45,9 +45,6 @@ _VALIDATION_FILE = flags.DEFINE_string(
 _HEAD = flags.DEFINE_list(
     "head", ["softmax"], f"Classifier head, one of {', '.join(heads.HEADS)}; a comma-separated "
     "list sweeps them.")
-_EPOCHS = flags.DEFINE_integer("epochs", 50, "Training epochs (Keras heads).", lower_bound=1)
-_LEARNING_RATE = flags.DEFINE_list(
-    "learning_rate", ["0.001"], "Adam learning rate (Keras heads); a list sweeps.")
 _HIDDEN_UNITS = flags.DEFINE_list(
     "hidden_units", ["256"], "Hidden layer width of the mlp head; a list sweeps.")
 _DROPOUT = flags.DEFINE_list("dropout", ["0.5"], "Dropout rate of the mlp head; a list sweeps.")
@@ -60,14 +57,17 @@ _EARLY_STOPPING = flags.DEFINE_integer(
 flags.declare_key_flag("batch_size")
 flags.declare_key_flag("seed")
 flags.declare_key_flag("output_dir")
+flags.declare_key_flag("epochs")
+flags.declare_key_flag("learning_rate")
 
 
-def _numbers(flag, kind):
+def _numbers(flag, kind, default=None):
+    values = flag.value if flag.value is not None else default
     try:
-        return [kind(value) for value in flag.value]
+        return [kind(value) for value in values]
     except ValueError:
         raise app.UsageError(f"Expected --{flag.name} to be a comma-separated list of "
-                             f"{kind.__name__} values. Received: {','.join(flag.value)}.") from None
+                             f"{kind.__name__} values. Received: {','.join(values)}.") from None
 
 
 def main(argv):
@@ -78,11 +78,11 @@ def main(argv):
         training_file=_TRAINING_FILE.value,
         validation_file=_VALIDATION_FILE.value,
         head=_HEAD.value,
-        learning_rate=_numbers(_LEARNING_RATE, float),
+        learning_rate=_numbers(cli.LEARNING_RATE, float, ["0.001"]),
         hidden_units=_numbers(_HIDDEN_UNITS, int),
         dropout=_numbers(_DROPOUT, float),
         l2=_numbers(_L2, float),
-        epochs=_EPOCHS.value,
+        epochs=cli.EPOCHS.value or 50,
         batch_size=cli.BATCH_SIZE.value or 256,
         early_stopping=_EARLY_STOPPING.value,
         seed=cli.SEED.value,

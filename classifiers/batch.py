@@ -65,8 +65,10 @@ def _key(metadata):
 
 
 def _dataset_label(metadata):
-    """`cifar10_100` for a training cache with 100 per class, else the dataset name."""
-    return f"{metadata.dataset}_{metadata.per_class}" if metadata.per_class else metadata.dataset
+    """`cifar10_100` for a training cache with 100 per class (`cifar10_100_aug4` with 4
+    augmented views per image), else the dataset name."""
+    label = f"{metadata.dataset}_{metadata.per_class}" if metadata.per_class else metadata.dataset
+    return f"{label}_aug{metadata.augment_copies}" if metadata.augment_copies else label
 
 
 def _describe(metadata):

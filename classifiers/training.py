@@ -128,7 +128,8 @@ def _fit_keras(train, validation, settings, output_dir, verbose):
     train_data, steps, validation_data = _datasets(train, validation, batch_size, settings.seed)
     history = model.fit(
         train_data, steps_per_epoch=steps, validation_data=validation_data,
-        epochs=settings.epochs, callbacks=callbacks, verbose=verbose,
+        # The training stream shuffles itself (seeded); fit's own shuffle does not apply.
+        epochs=settings.epochs, callbacks=callbacks, verbose=verbose, shuffle=False,
     )
     model.save(os.path.join(output_dir, "head.keras"))
     probabilities = model.predict(validation.features, batch_size=batch_size, verbose=0)
@@ -322,7 +323,10 @@ def _train_into(folder, train, validation, settings, verbose):
     _write_json(os.path.join(folder, "metrics.json"), results)
     config = {key: getattr(train.metadata, key) for key in _PAIRED_ATTRIBUTES}
     config.update(input_size=list(train.metadata.input_size), class_names=list(train.class_names),
-                  seed=train.metadata.seed,
+                  seed=train.metadata.seed, dataset=train.metadata.dataset,
+                  per_class=train.metadata.per_class,
+                  dataset_digests={"train": train.metadata.dataset_digest,
+                                   "validation": validation.metadata.dataset_digest},
                   head=head, head_file=head_file, training_fingerprint=train.fingerprint)
     _write_json(os.path.join(folder, "head_config.json"), config)
     return results

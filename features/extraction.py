@@ -561,13 +561,15 @@ def extract_features(
             # Only the training split is cut to per_class. The seed counts where it chose the
             # samples, or the random weights.
             per_class=(per_class or 0) if name == "train" else 0,
-            seed=seed if split.seeded or weights == "none" or augment_copies else 0,
+            seed=seed if split.seeded or weights == "none" or (augment_copies and name == "train")
+            else 0,
             library_versions=versions, engine=engine, precision=precision,
             augmentations=",".join(transforms) if name == "train" else "",
             augment_copies=augment_copies if name == "train" else 0,
         )
         path = os.path.join(
-            output_dir, cache.cache_filename(file_network_name(network, spec), dataset, name, per_class))
+            output_dir, cache.cache_filename(file_network_name(network, spec), dataset, name, per_class,
+                                             augment_copies))
         sharded_here = executor == "local" and not merge
         plans.append(_plan(split, metadata, path, overwrite or merge,
                            num_shards if sharded_here else 1, shard_index, checkpoint_every))

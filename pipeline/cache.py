@@ -192,27 +192,32 @@ class Cache:
         return tuple(self.features.shape[1:])
 
 
-def cache_filename(network, dataset, split, per_class=None):
+def cache_filename(network, dataset, split, per_class=None, augment_copies=0):
     """Returns the lab's file name for a split's cache.
 
     `per_class` appears only in the training file's name, as in the Udacity lab
     (`vgg_cifar10_100_bottleneck_features_train`), since the validation split is
-    always kept whole.
+    always kept whole; so does `_aug<K>` for K augmented views per image, so a
+    cache with views and one without can sit side by side.
 
     Args:
         network: the network name as the user gave it, e.g. `"vgg"`.
         dataset: the dataset name, e.g. `"cifar10"`.
         split: `"train"` or `"validation"`.
         per_class: examples per class in the training split, or None.
+        augment_copies: augmented views per training image (0 for none).
 
     Returns:
-        e.g. `"vgg_cifar10_100_bottleneck_features_train.h5"`.
+        e.g. `"vgg_cifar10_100_bottleneck_features_train.h5"`, or
+        `"vgg_cifar10_100_aug4_bottleneck_features_train.h5"`.
     """
     if split not in SPLITS:
         raise ValueError(f"Expected split to be one of {SPLITS}. Received: split={split!r}")
     parts = [network.lower(), dataset]
     if per_class and split == "train":
         parts.append(str(per_class))
+    if augment_copies and split == "train":
+        parts.append(f"aug{augment_copies}")
     return "_".join(parts) + f"_bottleneck_features_{split}.h5"
 
 

@@ -66,10 +66,19 @@ def test_checkpointed_and_batched_runs_write_the_same_views(folder_dataset, tmp_
     np.testing.assert_allclose(a.features[order_a], b.features[order_b], rtol=1e-4, atol=1e-5)
 
 
+def test_augmented_and_plain_caches_sit_side_by_side(folder_dataset, tmp_path):
+    augmented = extract(folder_dataset, tmp_path)
+    plain = extract(folder_dataset, tmp_path, augment_copies=0)
+    assert os.path.basename(augmented[0].path) == "mobilenet_v2_shapes_aug2_bottleneck_features_train.h5"
+    assert os.path.basename(plain[0].path) == "mobilenet_v2_shapes_bottleneck_features_train.h5"
+    # They share the validation cache, which augmentation does not touch.
+    assert plain[1].path == augmented[1].path and plain[1].reused
+
+
 def test_augmentation_is_part_of_the_fingerprint(folder_dataset, tmp_path):
     extract(folder_dataset, tmp_path)
-    with pytest.raises(ValueError, match="augment_copies: 2 != 3|augment_copies"):
-        extract(folder_dataset, tmp_path, augment_copies=3)
+    with pytest.raises(ValueError, match=r"augmentations: 'flip,crop,color' != 'flip' \(existing != requested\)"):
+        extract(folder_dataset, tmp_path, augmentations="flip")
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -13,7 +13,9 @@ from absl.testing import flagsaver
 from bin import export_model
 from bin import extract_features
 from bin import feature_extraction
+from bin import fine_tune
 from bin import predict
+from bin import transfer_weights
 
 # Let flag values be read outside app.run (pytest parses its own command line).
 flags.FLAGS.mark_as_parsed()
@@ -70,7 +72,8 @@ def test_shard_and_merge_flags(folder_dataset, tmp_path, capsys):
     assert "vgg16_shapes_bottleneck_features_train.h5 (12 samples, written)" in out
 
 
-@pytest.mark.parametrize("module", [extract_features, feature_extraction, predict, export_model])
+@pytest.mark.parametrize("module", [extract_features, feature_extraction, predict, export_model,
+                                    fine_tune, transfer_weights])
 def test_extra_arguments_are_rejected(module):
     with pytest.raises(app.UsageError, match="Too many command-line arguments: stray"):
         module.main(["prog", "stray"])
@@ -106,12 +109,14 @@ def _script(name):
 
 @pytest.mark.parametrize("name, text", [("extract_features", "Extracts bottleneck features"),
                                         ("feature_extraction", "Trains a classifier head"),
-                                        ("predict", "Classifies images"), ("export_model", "Exports a head")])
+                                        ("predict", "Classifies images"), ("export_model", "Exports a head"),
+                                        ("fine_tune", "Fine-tunes a head"),
+                                        ("transfer_weights", "Copies weights")])
 def test_console_scripts_help(name, text):
     # absl's --help exits 1 after printing; what matters is what it prints.
     result = subprocess.run([_script(name), "--help"], capture_output=True, text=True, timeout=60)
     assert result.stdout.startswith(text)
-    assert "--batch_size" in result.stdout or "--head_dir" in result.stdout
+    assert any(flag in result.stdout for flag in ("--batch_size", "--head_dir", "--source"))
 
 
 def test_console_script_requires_its_flags():

@@ -40,16 +40,24 @@ def test_cpu_flags_and_device(tmp_path):
     assert not engines.detect_device(str(cpuinfo)).bfloat16
 
 
-@pytest.mark.parametrize("device, expected", [(CPU, "float32"), (AMX_CPU, "bfloat16"),
-                                              (GPU, "bfloat16")])
-def test_auto_precision(device, expected):
-    assert engines.resolve_precision("auto", device) == expected
-    assert engines.resolve_precision("float32", device) == "float32"
+@pytest.mark.parametrize("device", [CPU, AMX_CPU, GPU])
+def test_auto_precision_is_float32(device):
+    # bfloat16 moved head accuracy by more than 0.5 points (benchmarks/precision.py).
+    assert engines.resolve_precision("auto", device) == "float32"
+    assert engines.resolve_precision("bfloat16", device) == "bfloat16"
 
 
-def test_auto_precision_on_a_volta_gpu_is_float16():
-    volta = engines.Device("gpu", 1, False, True, "1 gpu (compute capability 7.0)")
-    assert engines.resolve_precision("auto", volta) == "float16"
+def test_no_gpu_driver_means_no_tensorflow_import(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags : avx2\n")
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from features import engines; "
+         f"d = engines.detect_device({str(cpuinfo)!r}); "
+         "print(d.kind, 'tensorflow' in sys.modules)"],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
+        text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["cpu", "False"]
 
 
 def test_precision_errors():
