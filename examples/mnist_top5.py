@@ -1,0 +1,175 @@
+"""VGG16-style transfer to MNIST digits, with the tutorial's top-5 image dump.
+
+The tutorial puts a frozen ImageNet VGG16 in front of a small head, trains the
+head on MNIST digits, then writes some test digits to a folder, each named
+after its five most probable classes (`[7 9 1 2 3].png`). This script does the
+same with the project's API:
+
+1. `extract_features`: --network over ../shared/data/mnist-t10k (the official
+   MNIST test set, 10,000 grey 28x28 digits in IDX files). A lone t10k pair is
+   one split, so 20% of it (stratified, seeded) is held out for validation and
+   --per_class training digits per class are kept from the rest. Every digit
+   becomes RGB and is resized (bilinear) to the network's input size (224 by
+   default; --input_size can lower it to the network's minimum, 32).
+2. `train_on_caches`: a --head head (softmax: the lab's Flatten -> Dense) on the
+   cached features.
+3. `predict`: the first --num_images validation digits, written as PNG files,
+   go through the frozen network and the head; their top-5 classes are printed
+   and the digits dumped to <output_dir>/dump as `[c1 c2 c3 c4 c5].png`.
+
+The default is the tutorial's VGG16 with ImageNet weights, which Keras
+downloads on first use:
+
+  .venv/bin/python examples/mnist_top5.py
+
+On a machine without internet, use a network whose weights file you have, e.g.
+MobileNet with the file in ../shared/weights (this is how the figures in the
+README were made; about 5 minutes on 2 busy CPU cores):
+
+  .venv/bin/python examples/mnist_top5.py --network=mobilenet \\
+      --weights=../shared/weights/mobilenet_1_0_224_tf_no_top.weights.h5
+
+Everything is written under --output_dir (caches, head, the input PNGs, the
+dump and results.md); running the same command again reuses the caches.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "mnist-t10k")),
+    "Folder of MNIST IDX files (t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz).")
+_NETWORK = flags.DEFINE_string("network", "vgg16", "The frozen network (a registry name).")
+_WEIGHTS = flags.DEFINE_string(
+    "weights", "imagenet", "'imagenet' (downloaded by Keras), 'none' (random), or a path to a "
+    "Keras weights file of --network without its top.")
+_INPUT_SIZE = flags.DEFINE_integer(
+    "input_size", None, "Side the digits are resized to; default: the network's (224).",
+    lower_bound=1)
+_PER_CLASS = flags.DEFINE_integer("per_class", 100, "Training digits per class.", lower_bound=1)
+_HEAD = flags.DEFINE_enum("head", "softmax", ["softmax", "mlp", "logreg"], "The head to train.")
+_NUM_IMAGES = flags.DEFINE_integer(
+    "num_images", 10, "Validation digits to classify with predict and dump.", lower_bound=1)
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", os.path.join(tempfile.gettempdir(), "bottleneck-cache-examples", "mnist_top5"),
+    "Where the caches, head, PNG inputs, dump and results.md go (outside the repository).")
+
+
+def _markdown(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _write_inputs(split, count, folder):
+    """Writes the first `count` digits of `split` as grey PNGs; returns `(paths, labels)`."""
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for index in range(min(count, len(split))):
+        path = os.path.join(folder, f"val{index:04d}_label{split.class_names[split.labels[index]]}.png")
+        Image.fromarray(split.images[index]).save(path)
+        paths.append(path)
+    return paths, [split.class_names[label] for label in split.labels[:len(paths)]]
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from classifiers import predict  # pylint: disable=g-import-not-at-top
+    from classifiers import training  # pylint: disable=g-import-not-at-top
+    from features import extraction  # pylint: disable=g-import-not-at-top
+    from pipeline import cache  # pylint: disable=g-import-not-at-top
+    from pipeline import datasets  # pylint: disable=g-import-not-at-top
+
+    output = os.path.abspath(_OUTPUT_DIR.value)
+    if output == ROOT or output.startswith(ROOT + os.sep):
+        raise app.UsageError(f"Expected --output_dir outside the repository. Received: {output}.")
+    data_dir = os.path.abspath(_DATA_DIR.value)
+    if not os.path.isdir(data_dir):
+        raise app.UsageError(
+            f"Expected the MNIST test set (t10k-*-ubyte.gz) at {data_dir}. Received: no such folder. "
+            "Pass --data_dir=<folder of MNIST IDX files> (see ../shared/data/README.md).")
+    weights = _WEIGHTS.value
+    if weights not in ("imagenet", "none"):
+        weights = os.path.abspath(weights)
+    rows = []
+
+    started = time.perf_counter()
+    try:
+        train, validation = extraction.extract_features(
+            network=_NETWORK.value, dataset_dir=data_dir, dataset="mnist",
+            output_dir=os.path.join(output, "caches"), per_class=_PER_CLASS.value, weights=weights,
+            input_size=_INPUT_SIZE.value)
+    except ValueError as error:
+        sys.exit(f"extract_features failed: {error}")
+    seconds = time.perf_counter() - started
+    train_cache, validation_cache = cache.read_cache(train.path), cache.read_cache(validation.path)
+    size = validation_cache.metadata.input_size
+    reused = " (reused)" if train.reused and validation.reused else ""
+    rows.append(("1. extract_features", f"{_NETWORK.value} ({os.path.basename(weights)}) @{size[0]}, "
+                 f"{train.num_samples} train + {validation.num_samples} validation digits{reused}",
+                 f"{seconds:.1f}"))
+
+    head_dir = os.path.join(output, "runs", f"{_NETWORK.value}_mnist_{_PER_CLASS.value}_{_HEAD.value}")
+    started = time.perf_counter()
+    metrics = training.train_on_caches(train_cache, validation_cache,
+                                       training.HeadSettings(head=_HEAD.value).check(), head_dir,
+                                       verbose=0)
+    seconds = time.perf_counter() - started
+    rows.append(("2. train head", f"{_HEAD.value}: val_accuracy {metrics['val_accuracy']:.3f}, "
+                 f"top-5 {metrics['val_top5_accuracy']:.3f} on {metrics['num_validation']} digits",
+                 f"{seconds:.1f}"))
+
+    # The same validation split extraction used (same folder, per_class and seed), as PNG files.
+    split = datasets.prepare_splits(data_dir, per_class=_PER_CLASS.value)["validation"]
+    paths, truth = _write_inputs(split, _NUM_IMAGES.value, os.path.join(output, "inputs"))
+    dump_dir = os.path.join(output, "dump")
+    if os.path.isdir(dump_dir):  # A fresh dump each run (predict never overwrites a file).
+        for name in os.listdir(dump_dir):
+            os.remove(os.path.join(dump_dir, name))
+    started = time.perf_counter()
+    results = predict.predict(head_dir, paths, weights=weights, top_k=5, dump_dir=dump_dir,
+                              dump_count=len(paths))
+    seconds = time.perf_counter() - started
+    correct = sum(r.top_k[0][0] == label for r, label in zip(results, truth) if not r.skipped)
+    # predict decoded the PNGs and ran the network again; the head on the cached rows of the same
+    # digits must give the same probabilities (up to the engines' rounding).
+    row_of = {name: row for row, name in enumerate(validation_cache.filenames)}
+    cached = predict.head_probabilities(
+        predict.load_head(head_dir, predict.read_head_config(head_dir)),
+        validation_cache.features[[row_of[name] for name in split.ids[:len(paths)]]],
+        len(validation_cache.class_names))
+    difference = max(abs(r.probabilities - c).max() for r, c in zip(results, cached))
+    rows.append(("3. predict + dump", f"{len(paths)} validation digits: top-1 {correct}/{len(paths)}; "
+                 f"largest difference from the head on their cached features {difference:.1e}",
+                 f"{seconds:.1f}"))
+
+    stages = _markdown(["stage", "what", "seconds"], rows)
+    images = _markdown(
+        ["input", "true", "top-5 (probability)", "dumped as"],
+        [(os.path.basename(r.path), label,
+          ", ".join(f"{name} ({p:.2f})" for name, p in r.top_k),
+          os.path.basename(r.dump_path) if r.dump_path else "-")
+         for r, label in zip(results, truth)])
+    dumped = sorted(os.listdir(dump_dir))
+    text = (f"{stages}\n\n{images}\n\nFiles in {dump_dir} ({len(dumped)}):\n"
+            + "\n".join(f"  {name}" for name in dumped) + "\n")
+    with open(os.path.join(output, "results.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    print()
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,191 @@
+"""The Udacity transfer-learning lab's table, reproduced on this project's API.
+
+Udacity's CarND lab (`run_bottleneck.py`, `feature_extraction.py`) extracts
+the bottleneck features of VGG16, InceptionV3 and ResNet50 on CIFAR-10 and the
+German traffic signs (GTSRB), 100 training images per class, trains a softmax
+head on each, and compares validation accuracies in one table. This script does
+the same with `features.extraction.extract_features` and `classifiers.batch`:
+
+1. for every network x dataset, extract the features (--per_class training
+   images per class; the validation split is kept whole, as in the lab);
+2. train every head of --heads on every pair of caches, in one process
+   (`softmax` is the lab's Flatten -> Dense; `logreg` is scikit-learn's
+   multinomial logistic regression);
+3. print the lab's table (network x dataset validation accuracy) and the time
+   each stage took.
+
+Weights: a network whose Keras weights file is in --weights_dir runs with it
+(there: MobileNetV2 `mobilenet_v2_1.00_224_no_top.weights.h5` and MobileNet
+`mobilenet_1_0_224_tf_no_top.weights.h5`); any other network runs with
+weights=imagenet, which Keras downloads on first use. On a machine with
+internet, add the lab's own networks:
+
+  .venv/bin/python examples/udacity_lab_table.py \\
+      --networks=mobilenet_v2,mobilenet,vgg16,inception_v3,resnet50
+
+Without internet a network whose weights cannot be had is reported in the
+table as failed (with the reason) and the others go on.
+
+Example (from the repository root; 16 minutes on 2 CPU cores shared with other
+jobs, less on an idle machine):
+
+  .venv/bin/python examples/udacity_lab_table.py
+
+Data: ../shared/data/cifar10-mini and ../shared/data/gtsrb-mini (beside the
+checkout; see ../shared/data/README.md), or pass --data_dir. Everything is
+written under --output_dir (caches, one folder per head, results.md with the
+tables); running the same command again reuses the caches.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# The lab's datasets: name in the cache files -> (folder under --data_dir, label in the table).
+DATASETS = {"cifar10": ("cifar10-mini", "CIFAR-10"), "gtsrb": ("gtsrb-mini", "GTSRB")}
+# Keras weights files without the top, looked for in --weights_dir.
+WEIGHTS_FILES = {"mobilenet_v2": "mobilenet_v2_1.00_224_no_top.weights.h5",
+                 "mobilenet": "mobilenet_1_0_224_tf_no_top.weights.h5"}
+
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", os.path.normpath(os.path.join(ROOT, "..", "shared", "data")),
+    "Folder holding cifar10-mini/ and gtsrb-mini/ (see ../shared/data/README.md).")
+_WEIGHTS_DIR = flags.DEFINE_string(
+    "weights_dir", os.path.normpath(os.path.join(ROOT, "..", "shared", "weights")),
+    f"Folder of Keras weights files: {', '.join(f'{k}: {v}' for k, v in WEIGHTS_FILES.items())}. "
+    "A network without its file there uses weights=imagenet (downloaded by Keras).")
+_NETWORKS = flags.DEFINE_list(
+    "networks", ["mobilenet_v2", "mobilenet"],
+    "Networks to compare (registry names or the lab's aliases vgg, resnet, inception).")
+_DATASETS = flags.DEFINE_list("datasets", list(DATASETS),
+                              f"Datasets to compare, a comma list of {', '.join(DATASETS)}.")
+flags.register_validator("datasets", lambda names: set(names) <= set(DATASETS),
+                         f"Expected --datasets to be a comma list of {', '.join(DATASETS)}.")
+_HEADS = flags.DEFINE_list("heads", ["softmax", "logreg"], "Heads to train on every pair of caches.")
+_PER_CLASS = flags.DEFINE_integer("per_class", 100, "Training images per class.", lower_bound=1)
+_EPOCHS = flags.DEFINE_integer("epochs", 50, "Epochs of the Keras heads (the lab's 50).",
+                               lower_bound=1)
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", os.path.join(tempfile.gettempdir(), "bottleneck-cache-examples",
+                               "udacity_lab_table"),
+    "Where the caches, heads and results.md go (outside the repository).")
+
+
+def _markdown(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _check_paths(output, data_dir):
+    if output == ROOT or output.startswith(ROOT + os.sep):
+        raise app.UsageError(f"Expected --output_dir outside the repository. Received: {output}.")
+    for name in _DATASETS.value:
+        folder = os.path.join(data_dir, DATASETS[name][0])
+        if not os.path.isdir(folder):
+            raise app.UsageError(
+                f"Expected the {DATASETS[name][1]} subset at {folder}. Received: no such folder. "
+                "Pass --data_dir=<folder holding cifar10-mini/ and gtsrb-mini/> (see "
+                "../shared/data/README.md), or --datasets to leave it out.")
+
+
+def _weights(network, weights_dir):
+    from features import networks  # pylint: disable=g-import-not-at-top
+
+    path = os.path.join(weights_dir, WEIGHTS_FILES.get(networks.get_network(network).name, "-"))
+    return path if os.path.isfile(path) else "imagenet"
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from classifiers import batch  # pylint: disable=g-import-not-at-top
+    from classifiers import training  # pylint: disable=g-import-not-at-top
+    from features import extraction  # pylint: disable=g-import-not-at-top
+
+    output = os.path.abspath(_OUTPUT_DIR.value)
+    data_dir = os.path.abspath(_DATA_DIR.value)
+    _check_paths(output, data_dir)
+    try:
+        settings = batch.sweep(training.HeadSettings(epochs=_EPOCHS.value), head=_HEADS.value)
+        weights = {n: _weights(n, os.path.abspath(_WEIGHTS_DIR.value)) for n in _NETWORKS.value}
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+
+    # Stage one: one extraction per network and dataset; a network that cannot be built
+    # (e.g. ImageNet weights without internet) is reported, and the others go on.
+    pairs, extracted = [], {}
+    for network in _NETWORKS.value:
+        for name in _DATASETS.value:
+            print(f"== extract_features: {network} on {name} (weights: "
+                  f"{os.path.basename(weights[network])})", flush=True)
+            started = time.perf_counter()
+            try:
+                train, validation = extraction.extract_features(
+                    network=network, dataset_dir=os.path.join(data_dir, DATASETS[name][0]),
+                    dataset=name, output_dir=os.path.join(output, "caches"),
+                    per_class=_PER_CLASS.value, weights=weights[network])
+            except ValueError as error:
+                print(f"FAILED {network} on {name}: {error}", flush=True)
+                extracted[network, name] = error
+                continue
+            extracted[network, name] = (train, validation, time.perf_counter() - started)
+            pairs.append((train.path, validation.path))
+
+    # Stage two: every head on every pair of caches, in one process.
+    started = time.perf_counter()
+    rows = batch.run_jobs(batch.make_jobs(pairs, settings), os.path.join(output, "runs"))
+    heads_seconds = time.perf_counter() - started
+    by_job = {(row["training_file"], row["head"]): row for row in rows}
+
+    def accuracy(network, name, head):
+        done = extracted[network, name]
+        if isinstance(done, Exception):
+            return "failed"
+        row = by_job[done[0].path, head]
+        return "failed" if row.get("error") else f"{row['val_accuracy']:.3f}"
+
+    lab = _markdown(
+        ["network", "weights", "head", *(f"{DATASETS[n][1]} val accuracy" for n in _DATASETS.value)],
+        [(network, os.path.basename(weights[network]), head,
+          *(accuracy(network, name, head) for name in _DATASETS.value))
+         for network in _NETWORKS.value for head in _HEADS.value])
+    timing_rows = []
+    for network in _NETWORKS.value:
+        for name in _DATASETS.value:
+            done = extracted[network, name]
+            if isinstance(done, Exception):
+                timing_rows.append((network, DATASETS[name][1], "", "", "failed: " + str(done)[:120],
+                                    *[""] * len(_HEADS.value)))
+                continue
+            train, validation, seconds = done
+            fits = []
+            for head in _HEADS.value:
+                row = by_job[train.path, head]
+                fits.append("failed" if row.get("error") else f"{row['fit_seconds']:.1f}")
+            reused = " (reused)" if train.reused and validation.reused else ""
+            timing_rows.append((network, DATASETS[name][1], train.num_samples,
+                                validation.num_samples, f"{seconds:.1f}{reused}", *fits))
+    timing = _markdown(["network", "dataset", "train images", "validation images", "extraction s",
+                        *(f"{head} fit s" for head in _HEADS.value)], timing_rows)
+    text = (f"Validation accuracy, {_PER_CLASS.value} training images per class, input 224, "
+            f"average pooling, Keras heads {_EPOCHS.value} epochs (Adam 1e-3, batch 256):\n\n{lab}\n\n"
+            f"Time per stage (stage two, all {len(rows)} heads in one process: "
+            f"{heads_seconds:.1f} s):\n\n{timing}\n")
+    with open(os.path.join(output, "results.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    print()
+    print(text)
+    print(f"Caches, heads and results.md: {output}")
+
+
+if __name__ == "__main__":
+    app.run(main)
