@@ -33,11 +33,11 @@ from pipeline import cache  # pylint: disable=wrong-import-position
 
 
 def agreement(features, reference):
-    """`(lowest cosine similarity, largest relative L2 error)` of matching rows."""
+    """Per-row cosine similarities and relative L2 errors of matching rows, `(cosine, error)`."""
     a, b = features.reshape(len(features), -1), reference.reshape(len(reference), -1)
     cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     error = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
-    return float(cosine.min()), float(error.max())
+    return cosine, error
 
 
 def extract(network, weights, dataset_dir, folder, engine, precision):
@@ -73,26 +73,29 @@ def main():
             args.workdir, network, "float32"), args.engine, "float32")
         reference = [cache.read_cache(path) for path in reference_paths]
         reference_accuracy = heads(reference_paths, os.path.join(args.workdir, network, "heads-float32"))
-        rows.append((network, "float32", 1.0, 0.0, reference_time, reference_accuracy,
-                     reference_accuracy))
+        rows.append((network, "float32", (1.0, 1.0), (0.0, 0.0), reference_time,
+                     reference_accuracy, reference_accuracy))
         for precision in args.precisions.split(","):
             paths, seconds = extract(network, weights, args.dataset_dir, os.path.join(
                 args.workdir, network, precision), args.engine, precision)
             caches = [cache.read_cache(path) for path in paths]
-            worst = (1.0, 0.0)
+            pairs = []
             for mine, theirs in zip(caches, reference):
                 assert mine.filenames == theirs.filenames
-                cosine, error = agreement(mine.features, theirs.features)
-                worst = (min(worst[0], cosine), max(worst[1], error))
+                pairs.append(agreement(mine.features, theirs.features))
+            cosine, error = (np.concatenate(values) for values in zip(*pairs))
             accuracy = heads(paths, os.path.join(args.workdir, network, f"heads-{precision}"))
-            rows.append((network, precision, *worst, seconds, accuracy, reference_accuracy))
-    print("\n| network | precision | min cosine | max rel. error | extraction s | "
+            rows.append((network, precision, (np.median(cosine), cosine.min()),
+                         (np.median(error), error.max()), seconds, accuracy, reference_accuracy))
+    print("\n| network | precision | cosine: median / min | rel. L2 error: median / max | "
+          "extraction s | "
           + " | ".join(f"{h} val acc (Δ points)" for h in HEADS) + " |")
     print("|---|---|---|---|---|" + "---|" * len(HEADS))
     for network, precision, cosine, error, seconds, accuracy, reference_accuracy in rows:
         cells = [f"{accuracy[h]:.3f} ({100 * (accuracy[h] - reference_accuracy[h]):+.1f})"
                  for h in HEADS]
-        print(f"| {network} | {precision} | {cosine:.5f} | {error:.4f} | {seconds:.0f} | "
+        print(f"| {network} | {precision} | {cosine[0]:.5f} / {cosine[1]:.5f} | "
+              f"{error[0]:.4f} / {error[1]:.4f} | {seconds:.0f} | "
               + " | ".join(cells) + " |")
     worst = max(abs(100 * (a[h] - r[h])) for *_, a, r in rows for h in HEADS)
     print(f"\nlargest accuracy change: {worst:.1f} points "
