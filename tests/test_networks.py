@@ -170,3 +170,30 @@ def test_failed_download_says_which_file_to_put_where(tmp_path, monkeypatch):
             r"mobilenet_1_0_128_tf_no_top.h5 from https://\S+/mobilenet_1_0_128_tf_no_top.h5 .*"
             rf"Either put that file at {expected} .*or pass --weights=PATH")):
         networks.build_feature_model(networks.get_network("mobilenet"), "imagenet", input_size=(128, 128))
+
+
+@pytest.mark.parametrize("name", networks.list_networks())
+def test_numpy_preprocessing_equals_keras_bit_for_bit(name):
+    import importlib  # pylint: disable=g-import-not-at-top
+
+    spec = networks.get_network(name)
+    images = np.random.default_rng(0).uniform(0, 255, size=(3, 8, 8, 3)).astype(np.float32)
+    keras_module = importlib.import_module(f"keras.applications.{spec.module_name}")
+    expected = np.asarray(keras_module.preprocess_input(images.copy()))
+    got = spec.preprocess_input(images.copy())
+    assert isinstance(got, np.ndarray) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_extraction_preprocessing_does_not_import_tensorflow():
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+
+    code = ("import sys, numpy as np; from features import networks; "
+            "x = np.zeros((1, 4, 4, 3), np.float32); "
+            "[networks.get_network(n).preprocess_input(x) for n in networks.list_networks()]; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.split() == ["False", "False"]
