@@ -38,6 +38,7 @@ from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from examples import common  # pylint: disable=wrong-import-position
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
 
 # Dataset name in the cache files -> folder under --data_dir.
@@ -65,15 +66,12 @@ _OUTPUT_DIR = flags.DEFINE_string(
     "Where the caches, heads and results.md go (outside the repository).")
 
 
-def _markdown(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
 
 def _check_paths(output, data_dir, weights):
-    if output == ROOT or output.startswith(ROOT + os.sep):
-        raise app.UsageError(f"Expected --output_dir outside the repository. Received: {output}.")
+    try:
+        common.check_output_dir(output)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     for name in _DATASETS.value:
         folder = os.path.join(data_dir, DATASETS[name])
         if not os.path.isdir(folder):
@@ -89,9 +87,7 @@ def _check_paths(output, data_dir, weights):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    common.start(argv)
     from classifiers import training  # pylint: disable=g-import-not-at-top
     from features import extraction  # pylint: disable=g-import-not-at-top
     from pipeline import cache  # pylint: disable=g-import-not-at-top
@@ -135,7 +131,7 @@ def main(argv):
                              f"{accuracy:.3f}", f"{delta:+.1f}" if copies else "",
                              f"{metrics['fit_seconds']:.1f}"))
 
-    table = _markdown(["dataset", "copies", "train rows", "extraction s", "head", "val accuracy",
+    table = common.markdown_table(["dataset", "copies", "train rows", "extraction s", "head", "val accuracy",
                        "Δ points", "head fit s"], rows)
     text = (f"MobileNetV2 @224 ({os.path.basename(weights)}), {_PER_CLASS.value} training images per "
             f"class, augmentations {_AUGMENTATIONS.value}; validation split never augmented.\n\n"

@@ -28,6 +28,7 @@ from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from examples import common  # pylint: disable=wrong-import-position
 
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", os.path.join(ROOT, "..", "shared", "data", "cats-vs-dogs-mini"),
@@ -61,8 +62,10 @@ def main(argv):
     from features import extraction  # pylint: disable=g-import-not-at-top
 
     output = os.path.abspath(_OUTPUT_DIR.value)
-    if output == ROOT or output.startswith(ROOT + os.sep):
-        raise app.UsageError(f"Expected --output_dir outside the repository. Received: {output}.")
+    try:
+        common.check_output_dir(output)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     data_dir = os.path.abspath(_DATA_DIR.value)
     for path in (data_dir, _WEIGHTS.value):
         if not os.path.exists(path):

@@ -43,6 +43,7 @@ from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from examples import common  # pylint: disable=wrong-import-position
 
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "mnist-t10k")),
@@ -63,11 +64,6 @@ _OUTPUT_DIR = flags.DEFINE_string(
     "Where the caches, head, PNG inputs, dump and results.md go (outside the repository).")
 
 
-def _markdown(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
 
 def _write_inputs(split, count, folder):
     """Writes the first `count` digits of `split` as grey PNGs; returns `(paths, labels)`."""
@@ -83,9 +79,7 @@ def _write_inputs(split, count, folder):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    common.start(argv)
     from classifiers import predict  # pylint: disable=g-import-not-at-top
     from classifiers import training  # pylint: disable=g-import-not-at-top
     from features import extraction  # pylint: disable=g-import-not-at-top
@@ -93,8 +87,10 @@ def main(argv):
     from pipeline import datasets  # pylint: disable=g-import-not-at-top
 
     output = os.path.abspath(_OUTPUT_DIR.value)
-    if output == ROOT or output.startswith(ROOT + os.sep):
-        raise app.UsageError(f"Expected --output_dir outside the repository. Received: {output}.")
+    try:
+        common.check_output_dir(output)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     data_dir = os.path.abspath(_DATA_DIR.value)
     if not os.path.isdir(data_dir):
         raise app.UsageError(
@@ -155,8 +151,8 @@ def main(argv):
                  f"largest difference from the head on their cached features {difference:.1e}",
                  f"{seconds:.1f}"))
 
-    stages = _markdown(["stage", "what", "seconds"], rows)
-    images = _markdown(
+    stages = common.markdown_table(["stage", "what", "seconds"], rows)
+    images = common.markdown_table(
         ["input", "true", "top-5 (probability)", "dumped as"],
         [(os.path.basename(r.path), label,
           ", ".join(f"{name} ({p:.2f})" for name, p in r.top_k),

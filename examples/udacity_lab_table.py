@@ -47,6 +47,7 @@ from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from examples import common  # pylint: disable=wrong-import-position
 
 # The lab's datasets: name in the cache files -> (folder under --data_dir, label in the table).
 DATASETS = {"cifar10": ("cifar10-mini", "CIFAR-10"), "gtsrb": ("gtsrb-mini", "GTSRB")}
@@ -78,15 +79,12 @@ _OUTPUT_DIR = flags.DEFINE_string(
     "Where the caches, heads and results.md go (outside the repository).")
 
 
-def _markdown(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
 
 def _check_paths(output, data_dir):
-    if output == ROOT or output.startswith(ROOT + os.sep):
-        raise app.UsageError(f"Expected --output_dir outside the repository. Received: {output}.")
+    try:
+        common.check_output_dir(output)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     for name in _DATASETS.value:
         folder = os.path.join(data_dir, DATASETS[name][0])
         if not os.path.isdir(folder):
@@ -104,9 +102,7 @@ def _weights(network, weights_dir):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    common.start(argv)
     from classifiers import batch  # pylint: disable=g-import-not-at-top
     from classifiers import training  # pylint: disable=g-import-not-at-top
     from features import extraction  # pylint: disable=g-import-not-at-top
@@ -153,7 +149,7 @@ def main(argv):
         row = by_job[done[0].path, head]
         return "failed" if row.get("error") else f"{row['val_accuracy']:.3f}"
 
-    lab = _markdown(
+    lab = common.markdown_table(
         ["network", "weights", "head", *(f"{DATASETS[n][1]} val accuracy" for n in _DATASETS.value)],
         [(network, os.path.basename(weights[network]), head,
           *(accuracy(network, name, head) for name in _DATASETS.value))
@@ -174,7 +170,7 @@ def main(argv):
             reused = " (reused)" if train.reused and validation.reused else ""
             timing_rows.append((network, DATASETS[name][1], train.num_samples,
                                 validation.num_samples, f"{seconds:.1f}{reused}", *fits))
-    timing = _markdown(["network", "dataset", "train images", "validation images", "extraction s",
+    timing = common.markdown_table(["network", "dataset", "train images", "validation images", "extraction s",
                         *(f"{head} fit s" for head in _HEADS.value)], timing_rows)
     text = (f"Validation accuracy, {_PER_CLASS.value} training images per class, input 224, "
             f"average pooling, Keras heads {_EPOCHS.value} epochs (Adam 1e-3, batch 256):\n\n{lab}\n\n"

@@ -42,6 +42,7 @@ from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from examples import common  # pylint: disable=wrong-import-position
 
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cats-vs-dogs-mini")),
@@ -66,11 +67,6 @@ RANDOM_WEIGHTS_NOTE = (
     "works end to end, and how long it takes.")
 
 
-def _markdown(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
 
 def _weights_label(weights):
     return {"none": "RANDOM weights", "imagenet": "ImageNet weights"}.get(
@@ -78,16 +74,16 @@ def _weights_label(weights):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    common.start(argv)
     from classifiers import training  # pylint: disable=g-import-not-at-top
     from features import extraction  # pylint: disable=g-import-not-at-top
     from pipeline import cache  # pylint: disable=g-import-not-at-top
 
     output = os.path.abspath(_OUTPUT_DIR.value)
-    if output == ROOT or output.startswith(ROOT + os.sep):
-        raise app.UsageError(f"Expected --output_dir outside the repository. Received: {output}.")
+    try:
+        common.check_output_dir(output)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     data_dir = os.path.abspath(_DATA_DIR.value)
     if not os.path.isdir(data_dir):
         raise app.UsageError(
@@ -125,7 +121,7 @@ def main(argv):
                  f"accuracy {metrics['train_accuracy']:.3f}", f"{metrics['val_accuracy']:.3f}",
                  f"{seconds:.1f}"))
 
-    text = _markdown(["stage", "what", "val_accuracy", "seconds"], rows) + "\n"
+    text = common.markdown_table(["stage", "what", "val_accuracy", "seconds"], rows) + "\n"
     if weights == "none":
         text += "\n" + RANDOM_WEIGHTS_NOTE + "\n"
     with open(os.path.join(output, "results.md"), "w", encoding="utf-8") as f:

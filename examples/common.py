@@ -1,0 +1,35 @@
+"""What the example scripts share: their start, their output folder check and their tables."""
+
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def check_output_dir(output):
+    """Refuses an `--output_dir` inside the repository (examples write caches and models there).
+
+    Raises:
+        ValueError: `output` is the repository or inside it.
+    """
+    if output == ROOT or output.startswith(ROOT + os.sep):
+        raise ValueError(f"Expected --output_dir outside the repository. Received: {output}.")
+
+
+def markdown_table(header, rows):
+    """Returns a Markdown table of `rows` (sequences of cells) under `header`."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def start(argv):
+    """Refuses stray arguments and quiets TensorFlow's start-up chatter (before it loads).
+
+    Raises:
+        app.UsageError: positional arguments were given.
+    """
+    from absl import app  # pylint: disable=g-import-not-at-top
+
+    if len(argv) > 1:
+        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
