@@ -90,7 +90,7 @@ def main():
     separate = separate_runs(caches, os.path.join(args.workdir, "separate"))
     batch, stdout = batch_run(caches, os.path.join(args.workdir, "batch"))
     jobs = len(NETWORKS) * len(DATASETS) * len(HEADS)
-    print(f"\n| mode | jobs | wall time (s) | per job (s) |\n|---|---|---|---|")
+    print("\n| mode | jobs | wall time (s) | per job (s) |\n|---|---|---|---|")
     print(f"| {jobs} separate feature_extraction runs (baseline) | {jobs} | {separate:.1f} | "
           f"{separate / jobs:.2f} |")
     print(f"| one batch feature_extraction run | {jobs} | {batch:.1f} | {batch / jobs:.2f} |")

@@ -51,6 +51,7 @@ from absl import flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+from benchmarks import common  # pylint: disable=wrong-import-position
 
 DEFAULT_NETWORKS = "vgg16@224,resnet50@224,inception_v3@299,vgg16@32"
 # The issue's targets: speed-up of the default path over the naive one, on an AMX machine.
@@ -294,30 +295,8 @@ def write_jpeg_dataset(root, count, side, classes, seed):
                                      quality=90)
 
 
-_RSS_WRAPPER = """
-import os, resource, subprocess, sys
-code = subprocess.call(sys.argv[2:])
-with open(sys.argv[1], "w") as f:
-    f.write(f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} 0\\n")
-sys.exit(code)
-"""
 
 
-def timed_command(arguments, env, scratch):
-    """Runs a command; returns `(wall seconds, peak RSS KiB of the command)`."""
-    report = os.path.join(scratch, "rss.txt")
-    if os.path.exists("/usr/bin/time"):
-        wrapped = ["/usr/bin/time", "-f", "%M %e", "-o", report, *arguments]
-    else:
-        wrapped = [sys.executable, "-c", _RSS_WRAPPER, report, *arguments]
-    start = time.perf_counter()
-    result = subprocess.run(wrapped, capture_output=True, text=True, env=env, cwd=ROOT)
-    seconds = time.perf_counter() - start
-    if result.returncode:
-        raise SystemExit(f"failed: {' '.join(arguments)}\n{result.stderr[-3000:]}")
-    with open(report, encoding="utf-8") as f:
-        rss = int(f.read().split()[0])
-    return seconds, rss
 
 
 def extract_command(network, side, dataset, output, extra=()):
@@ -337,8 +316,8 @@ def whole_process(key, network, side, count, repeats, seed, scratch):
 
     def run(kind, extra):
         output = os.path.join(scratch, f"out_{network}_{side}_{kind}_{len(runs[kind])}")
-        runs[kind].append(timed_command(extract_command(network, side, dataset, output, extra), env,
-                                        scratch))
+        runs[kind].append(common.timed_command(
+            extract_command(network, side, dataset, output, extra), env, scratch)[:2])
         shutil.rmtree(output, ignore_errors=True)
 
     shutil.rmtree(store, ignore_errors=True)

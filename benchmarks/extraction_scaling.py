@@ -28,12 +28,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 from absl import app
 from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+from benchmarks import common  # pylint: disable=wrong-import-position
 
 _BASE = flags.DEFINE_integer("base_images", 256, "N: images of the 1x dataset.", lower_bound=10)
 _MULTIPLES = flags.DEFINE_list("multiples", ["1", "4", "16"], "Dataset sizes, in multiples of N.")
@@ -47,13 +49,6 @@ _EXTRA = flags.DEFINE_list("extra_flags", [], "More extract_features flags, e.g.
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the images.")
 _KEEP = flags.DEFINE_boolean("keep", False, "Keep the temporary folder.")
 
-_RSS_WRAPPER = """
-import resource, subprocess, sys
-code = subprocess.call(sys.argv[2:])
-with open(sys.argv[1], "w") as f:
-    f.write(f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} 0\\n")
-sys.exit(code)
-"""
 
 
 def write_dataset(root, count, side, classes, seed):
@@ -85,21 +80,6 @@ def link_subset(paths, source_root, root, count):
         os.link(path, target)
 
 
-def timed_command(arguments, env, scratch):
-    """Runs a command; returns `(wall seconds, peak RSS KiB of the command, stdout)`."""
-    report = os.path.join(scratch, "rss.txt")
-    if os.path.exists("/usr/bin/time"):
-        wrapped = ["/usr/bin/time", "-f", "%M %e", "-o", report, *arguments]
-    else:
-        wrapped = [sys.executable, "-c", _RSS_WRAPPER, report, *arguments]
-    start = time.perf_counter()
-    result = subprocess.run(wrapped, capture_output=True, text=True, env=env, cwd=ROOT)
-    seconds = time.perf_counter() - start
-    if result.returncode:
-        raise SystemExit(f"failed: {' '.join(arguments)}\n{result.stderr[-3000:]}")
-    with open(report, encoding="utf-8") as f:
-        rss = int(f.read().split()[0])
-    return seconds, rss, result.stdout
 
 
 def main(argv):
@@ -133,7 +113,7 @@ def main(argv):
                     f"--output_dir={output}", *_EXTRA.value]
 
         output = os.path.join(scratch, "out_first")
-        first, first_rss, _ = timed_command(command(sizes[0], output), env, scratch)
+        first, first_rss, _ = common.timed_command(command(sizes[0], output), env, scratch)
         shutil.rmtree(output)
         print(f"first run ({sizes[0]} images, empty model store: conversion included): "
               f"{first:.1f} s, peak RSS {first_rss / 1024:.0f} MiB", flush=True)
@@ -141,7 +121,7 @@ def main(argv):
             runs = []
             for repeat in range(_REPEATS.value):
                 output = os.path.join(scratch, f"out_{size}_{repeat}")
-                seconds, rss, stdout = timed_command(command(size, output), env, scratch)
+                seconds, rss, stdout = common.timed_command(command(size, output), env, scratch)
                 rows_written = sum(int(n) for n in re.findall(r"\((\d+) samples", stdout))
                 if rows_written != size:
                     raise SystemExit(f"expected {size} rows written, got {rows_written}:\n{stdout}")

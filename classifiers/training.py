@@ -285,7 +285,7 @@ def _train_into(folder, train, validation, settings, verbose):
     """Trains the head and writes every output file to `folder`; returns the metrics."""
     head = settings.head
     if head != "logreg":
-        import keras  # pylint: disable=g-import-not-at-top,unused-import  # Start-up, not training.
+        import keras  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  # Start-up, not training.
     # CPU time so far: interpreter start, imports, reading the caches (and earlier jobs of a batch).
     startup_cpu = time.process_time()
     started = time.perf_counter()

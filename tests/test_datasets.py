@@ -726,7 +726,7 @@ def test_split_file_subset_keeps_paths(folder_dataset):
     assert part.paths == (train.paths[5], train.paths[1]) and part.images is None
 
 
-def test_split_validation_errors():
+def test_split_constructor_errors():
     images = np.zeros((2, 4, 4), np.uint8)
     with pytest.raises(DatasetError, match=r"labels to be integers of shape \(num_samples,\). Received: dtype float64"):
         Split("train", ("a",), np.array([0.0, 1.0]), ("a", "b"), None, images)
