@@ -67,11 +67,7 @@ _OUTPUT_DIR = flags.DEFINE_string(
 
 
 
-def _check_paths(output, data_dir, weights):
-    try:
-        common.check_output_dir(output)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+def _check_paths(data_dir, weights):
     for name in _DATASETS.value:
         folder = os.path.join(data_dir, DATASETS[name])
         if not os.path.isdir(folder):
@@ -92,10 +88,10 @@ def main(argv):
     from features import extraction  # pylint: disable=g-import-not-at-top
     from pipeline import cache  # pylint: disable=g-import-not-at-top
 
-    output = os.path.abspath(_OUTPUT_DIR.value)
+    output = common.output_dir(_OUTPUT_DIR.value)
     data_dir = os.path.abspath(_DATA_DIR.value)
     weights = _WEIGHTS.value if _WEIGHTS.value == "imagenet" else os.path.abspath(_WEIGHTS.value)
-    _check_paths(output, data_dir, weights)
+    _check_paths(data_dir, weights)
     try:
         settings = [training.HeadSettings(head=head).check() for head in _HEADS.value]
     except ValueError as error:
@@ -136,10 +132,7 @@ def main(argv):
     text = (f"MobileNetV2 @224 ({os.path.basename(weights)}), {_PER_CLASS.value} training images per "
             f"class, augmentations {_AUGMENTATIONS.value}; validation split never augmented.\n\n"
             f"{table}\n")
-    with open(os.path.join(output, "results.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    print()
-    print(text)
+    common.write_results(output, text)
     print(f"Caches, heads and results.md: {output}")
 
 

@@ -5,14 +5,28 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def check_output_dir(output):
-    """Refuses an `--output_dir` inside the repository (examples write caches and models there).
+def output_dir(value):
+    """Returns `--output_dir` as an absolute path, refusing one inside the repository.
 
     Raises:
-        ValueError: `output` is the repository or inside it.
+        app.UsageError: the folder is the repository or inside it (examples write
+            caches and models there).
     """
+    from absl import app  # pylint: disable=g-import-not-at-top
+
+    output = os.path.abspath(value)
     if output == ROOT or output.startswith(ROOT + os.sep):
-        raise ValueError(f"Expected --output_dir outside the repository. Received: {output}.")
+        raise app.UsageError(f"Expected --output_dir outside the repository. Received: {output}.")
+    return output
+
+
+def write_results(output, text):
+    """Prints `text` (the example's Markdown tables) and writes it to `<output>/results.md`."""
+    text = text.rstrip("\n") + "\n"
+    with open(os.path.join(output, "results.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    print()
+    print(text)
 
 
 def markdown_table(header, rows):

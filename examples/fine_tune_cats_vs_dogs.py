@@ -61,11 +61,7 @@ def main(argv):
     from classifiers import training  # pylint: disable=g-import-not-at-top
     from features import extraction  # pylint: disable=g-import-not-at-top
 
-    output = os.path.abspath(_OUTPUT_DIR.value)
-    try:
-        common.check_output_dir(output)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+    output = common.output_dir(_OUTPUT_DIR.value)
     data_dir = os.path.abspath(_DATA_DIR.value)
     for path in (data_dir, _WEIGHTS.value):
         if not os.path.exists(path):
@@ -108,10 +104,7 @@ def main(argv):
             f"{result.val_accuracy:.3f}", f"{result.val_loss:.3f}", f"{result.seconds:.1f}"))
 
     table = _table(rows)
-    with open(os.path.join(output, "results.md"), "w", encoding="utf-8") as f:
-        f.write(table + "\n")
-    print()
-    print(table)
+    common.write_results(output, table)
 
 
 if __name__ == "__main__":

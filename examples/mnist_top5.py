@@ -86,11 +86,7 @@ def main(argv):
     from pipeline import cache  # pylint: disable=g-import-not-at-top
     from pipeline import datasets  # pylint: disable=g-import-not-at-top
 
-    output = os.path.abspath(_OUTPUT_DIR.value)
-    try:
-        common.check_output_dir(output)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+    output = common.output_dir(_OUTPUT_DIR.value)
     data_dir = os.path.abspath(_DATA_DIR.value)
     if not os.path.isdir(data_dir):
         raise app.UsageError(
@@ -161,10 +157,7 @@ def main(argv):
     dumped = sorted(os.listdir(dump_dir))
     text = (f"{stages}\n\n{images}\n\nFiles in {dump_dir} ({len(dumped)}):\n"
             + "\n".join(f"  {name}" for name in dumped) + "\n")
-    with open(os.path.join(output, "results.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    print()
-    print(text)
+    common.write_results(output, text)
 
 
 if __name__ == "__main__":

@@ -80,11 +80,7 @@ _OUTPUT_DIR = flags.DEFINE_string(
 
 
 
-def _check_paths(output, data_dir):
-    try:
-        common.check_output_dir(output)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+def _check_paths(data_dir):
     for name in _DATASETS.value:
         folder = os.path.join(data_dir, DATASETS[name][0])
         if not os.path.isdir(folder):
@@ -107,9 +103,9 @@ def main(argv):
     from classifiers import training  # pylint: disable=g-import-not-at-top
     from features import extraction  # pylint: disable=g-import-not-at-top
 
-    output = os.path.abspath(_OUTPUT_DIR.value)
+    output = common.output_dir(_OUTPUT_DIR.value)
     data_dir = os.path.abspath(_DATA_DIR.value)
-    _check_paths(output, data_dir)
+    _check_paths(data_dir)
     try:
         settings = batch.sweep(training.HeadSettings(epochs=_EPOCHS.value), head=_HEADS.value)
         weights = {n: _weights(n, os.path.abspath(_WEIGHTS_DIR.value)) for n in _NETWORKS.value}
@@ -176,10 +172,7 @@ def main(argv):
             f"average pooling, Keras heads {_EPOCHS.value} epochs (Adam 1e-3, batch 256):\n\n{lab}\n\n"
             f"Time per stage (stage two, all {len(rows)} heads in one process: "
             f"{heads_seconds:.1f} s):\n\n{timing}\n")
-    with open(os.path.join(output, "results.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    print()
-    print(text)
+    common.write_results(output, text)
     print(f"Caches, heads and results.md: {output}")
 
 

@@ -79,11 +79,7 @@ def main(argv):
     from features import extraction  # pylint: disable=g-import-not-at-top
     from pipeline import cache  # pylint: disable=g-import-not-at-top
 
-    output = os.path.abspath(_OUTPUT_DIR.value)
-    try:
-        common.check_output_dir(output)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+    output = common.output_dir(_OUTPUT_DIR.value)
     data_dir = os.path.abspath(_DATA_DIR.value)
     if not os.path.isdir(data_dir):
         raise app.UsageError(
@@ -124,10 +120,7 @@ def main(argv):
     text = common.markdown_table(["stage", "what", "val_accuracy", "seconds"], rows) + "\n"
     if weights == "none":
         text += "\n" + RANDOM_WEIGHTS_NOTE + "\n"
-    with open(os.path.join(output, "results.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    print()
-    print(text)
+    common.write_results(output, text)
     print(f"Caches, head and results.md: {output}")
 
 
