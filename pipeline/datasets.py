@@ -584,6 +584,26 @@ def _unpickle(path, encoding, allow_pickle=False):
         ) from error
 
 
+def load_data_pickle(source, encoding="latin1"):
+    """Loads a pickle of plain data and NumPy arrays only; no code stored in it can run.
+
+    Any global the pickle names other than NumPy's array and dtype constructors
+    is refused before it is called (`pickle.UnpicklingError` naming it).
+
+    Args:
+        source: a path, or a binary file object positioned at the pickle.
+        encoding: how to decode Python 2 strings (`"latin1"` keeps NumPy data intact).
+
+    Raises:
+        pickle.UnpicklingError: the pickle refers to something other than plain data.
+        Exception: whatever a truncated or malformed pickle raises.
+    """
+    if hasattr(source, "read"):
+        return _DataOnlyUnpickler(source, encoding=encoding).load()
+    with open(source, "rb") as f:
+        return _DataOnlyUnpickler(f, encoding=encoding).load()
+
+
 def _get(mapping, key, path):
     """Returns `mapping[key]`, accepting `str` or `bytes` keys (pickles from Python 2 have bytes)."""
     if isinstance(mapping, dict):
