@@ -570,11 +570,18 @@ def _feature_blocks(dataset, filenames, path):
         yield start, block
 
 
+def _is_lab_pickle(path):
+    """True for a Udacity lab bottleneck pickle (`.p`), read by `pipeline.lab_pickles`."""
+    return os.fspath(path).lower().endswith(".p")
+
+
 def read_metadata(path):
     """Reads and checks a cache file's header, without reading its rows.
 
+    A Udacity lab pickle (`.p`) is read whole by `pipeline.lab_pickles`.
+
     Args:
-        path: a cache file.
+        path: a cache file, or a lab pickle.
 
     Returns:
         `(metadata, fingerprint)`.
@@ -583,6 +590,11 @@ def read_metadata(path):
         CacheError: the file is missing, not a cache, of another format
             version, incomplete, or its attributes do not match its fingerprint.
     """
+    if _is_lab_pickle(path):
+        from pipeline import lab_pickles  # pylint: disable=g-import-not-at-top
+
+        metadata = lab_pickles.read_lab_pickle(path).metadata
+        return metadata, metadata.fingerprint()
     with _open(path) as f:
         metadata = _check_header(f, path)
         return metadata, metadata.fingerprint()
@@ -632,8 +644,10 @@ def verify_cache(path):
 def read_cache(path):
     """Reads a cache file into memory, validating it on the way.
 
+    A Udacity lab pickle (`.p`) is read by `pipeline.lab_pickles.read_lab_pickle`.
+
     Args:
-        path: a cache file.
+        path: a cache file, or a lab pickle.
 
     Returns:
         A `Cache`.
@@ -645,6 +659,10 @@ def read_cache(path):
             infinite.
     """
     path = os.fspath(path)
+    if _is_lab_pickle(path):
+        from pipeline import lab_pickles  # pylint: disable=g-import-not-at-top
+
+        return lab_pickles.read_lab_pickle(path)
     with _open(path) as f:
         metadata = _check_header(f, path)
         labels, filenames, class_names, skipped, views = _read_rows(f, path)
