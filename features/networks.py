@@ -198,6 +198,11 @@ def get_network(name):
         NetworkError: the name is unknown; the message lists the valid names.
     """
     registry = _registry()
+    if not isinstance(name, str) or not name.strip():
+        raise NetworkError(
+            f"Expected --network to name a network: one of {', '.join(sorted(registry))} (or the "
+            f"aliases {', '.join(sorted(ALIASES))}). Received: {name!r}. Pass e.g. --network=mobilenet_v2."
+        )
     wanted = ALIASES.get(name.lower(), name)
     by_key = {_normalize(spec.name): spec for spec in registry.values()}
     spec = by_key.get(_normalize(wanted))

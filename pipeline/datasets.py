@@ -6,8 +6,9 @@ folder of large photos costs only a list of paths until a batch is needed.
 
 Supported formats (`FORMATS`):
 
-* `folder`: `<root>/<class>/*.jpg`, or `<root>/train/<class>/...` plus one of `val/`,
-  `validation/`, `test/` with the same class folders.
+* `folder`: `<root>/<class>/*.jpg`, or `<root>/train/<class>/...` (or `training/`) plus one of
+  `val/`, `validation/`, `test/` with the same class folders. Beside split folders, any other
+  top-level folder is refused (it would otherwise be taken for a class).
 * `cifar10`: the CIFAR-10 python batches (`data_batch_1`..`5`, `test_batch`, `batches.meta`), read
   with an unpickler that accepts only plain data and NumPy arrays.
 * `mnist`: IDX files, gzipped or not (`train-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte`, ...).
@@ -26,7 +27,9 @@ This module uses NumPy, Pillow and scikit-learn only; it never imports TensorFlo
 
 import csv
 import dataclasses
+import errno
 import gzip
+import logging
 import os
 import pickle
 import re
@@ -39,6 +42,7 @@ FORMATS = ("folder", "cifar10", "mnist", "gtsrb", "npz", "pickle", "digits")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 PICKLE_EXTENSIONS = (".p", ".pkl", ".pickle")
+TRAIN_FOLDERS = ("train", "training")
 VALIDATION_FOLDERS = ("val", "validation", "test")
 
 CIFAR10_CLASS_NAMES = (
@@ -54,14 +58,17 @@ _MNIST_TRAIN_PREFIXES = ("train",)
 _MNIST_VALIDATION_PREFIXES = ("t10k", "test")
 
 _LAYOUTS = (
-    "folder: class sub-folders of images (<root>/<class>/*.jpg), or train/ plus val/, validation/ or test/ "
-    "each holding the same class sub-folders",
+    "folder: class sub-folders of images (<root>/<class>/*.jpg), or train/ (or training/) plus val/, "
+    "validation/ or test/, each holding the same class sub-folders",
     "cifar10: data_batch_1..5 and/or test_batch (possibly inside cifar-10-batches-py/)",
     "mnist: *-images-idx3-ubyte[.gz] with *-labels-idx1-ubyte[.gz]",
     "gtsrb: Final_Training/Images/000NN/ and/or Final_Test/",
     "npz: a .npz file",
     "pickle: a .p, .pkl or .pickle file, or a folder holding train.p plus valid.p or test.p",
 )
+
+_LOGGER = logging.getLogger(__name__)
+_MAX_SHOWN = 5  # names quoted in one message
 
 _PICKLE_HINT = (
     "Loading a pickle runs code stored in the file. Pass --allow_pickle (allow_pickle=True) only for "
@@ -298,6 +305,8 @@ def load_dataset(path, dataset_format=None, allow_pickle=False):
             splits = loader(path, allow_pickle=allow_pickle)
         else:
             splits = loader(path)
+        for split in splits.values():
+            _check_text_names(split, path)
     return splits
 
 
@@ -398,15 +407,80 @@ def prepare_splits(path, dataset_format=None, per_class=None, validation_split=0
 
     Returns:
         `{"train": Split, "validation": Split}`.
+
+    Raises:
+        DatasetError: the dataset cannot be loaded or has fewer than two classes.
+
+    A class with images in only one of the two splits (e.g. a class of one image) is kept, and a
+    warning says which split lacks it and what that means for training.
     """
     splits = load_dataset(path, dataset_format=dataset_format, allow_pickle=allow_pickle)
     train = splits["train"]
+    check_two_classes(train, path)
     validation = splits.get("validation")
     if validation is None:
         train, validation = split_validation(train, validation_split, seed)
     if per_class:
         train = select_per_class(train, per_class, seed)
+    for message in one_split_classes(train, validation):
+        _LOGGER.warning(message)
     return {"train": train, "validation": validation}
+
+
+def _images(count):
+    return f"{count} image{'s' if count != 1 else ''}"
+
+
+def check_two_classes(split, path):
+    """Refuses a split whose samples belong to fewer than two classes.
+
+    Args:
+        split: the dataset's training split, as loaded.
+        path: the dataset's location, for the message (None: the bundled digits).
+
+    Raises:
+        DatasetError: the samples hold fewer than two distinct labels.
+    """
+    present = np.unique(split.labels)
+    if len(present) >= 2:
+        return
+    received = (f"1 class ({split.class_names[present[0]]!r})" if len(present) else "no samples")
+    raise DatasetError(
+        f"Expected at least two classes to train a classifier on. Received: {received} in "
+        f"'{_shown(path or 'digits')}' ({len(split)} samples). Add a sub-folder of images per class "
+        f"(<dataset>/<class>/*.jpg), or check that --dataset_dir names the dataset, not one class folder."
+    )
+
+
+def one_split_classes(train, validation):
+    """Describes each class that has samples in one split but none in the other.
+
+    Args:
+        train: the training split.
+        validation: the validation split, with the same `class_names`.
+
+    Returns:
+        A list of warning messages (empty when every class with samples is in both splits).
+    """
+    counts = {name: np.bincount(split.labels, minlength=train.num_classes)
+              for name, split in (("train", train), ("validation", validation))}
+    messages = []
+    for present, absent, effect in (
+        ("train", "validation", "it is trained on, but the validation accuracy does not measure it"),
+        ("validation", "train", "the head never sees it in training, so it never predicts it"),
+    ):
+        lonely = np.flatnonzero((counts[present] > 0) & (counts[absent] == 0))
+        if len(lonely):
+            shown = ", ".join(f"{train.class_names[label]!r} ({_images(counts[present][label])})"
+                              for label in lonely[:_MAX_SHOWN])
+            more = f" and {len(lonely) - _MAX_SHOWN} more" if len(lonely) > _MAX_SHOWN else ""
+            messages.append(
+                f"{len(lonely)} class{'es' * (len(lonely) != 1)} only in the {present} split, none in the "
+                f"{absent} split: {shown}{more}. {'They are' if len(lonely) != 1 else 'It is'} kept: {effect}. Add images to "
+                f"{'them' if len(lonely) != 1 else 'it'} (at least 2 per class when the validation split is "
+                f"carved out with --validation_split) to have every class in both splits."
+            )
+    return messages
 
 
 # --------------------------------------------------------------------------------------------------
@@ -419,6 +493,42 @@ def _check_exists(path):
             f"Expected an existing dataset file or folder. Received: '{path}', which does not exist. "
             f"Check the path, or omit it to use the bundled digits."
         )
+
+
+def _shown(path):
+    """`path` printable and storable as UTF-8: undecodable bytes of a file name become `\\xNN`."""
+    return os.fspath(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _is_text(name):
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text_names(split, path):
+    """Refuses, before any work, names that the cache cannot store as UTF-8 text.
+
+    On Linux a file name is any bytes; Python keeps those that are not UTF-8 as lone surrogates,
+    which HDF5's UTF-8 strings reject. Files are named relative to the dataset at `path`.
+
+    Raises:
+        DatasetError: a class name or sample id (file name) is not valid UTF-8.
+    """
+    bad = [name for name in split.class_names if not _is_text(name)]
+    bad += [name for name in split.ids if not _is_text(name)]
+    if not bad:
+        return
+    shown = ", ".join(f"'{_shown(name)}'" for name in bad[:_MAX_SHOWN])
+    more = f" and {len(bad) - _MAX_SHOWN} more" if len(bad) > _MAX_SHOWN else ""
+    raise DatasetError(
+        f"Expected file and folder names in UTF-8 (the cache stores them as text). Received: "
+        f"{len(bad)} name{'s' * (len(bad) != 1)} in '{_shown(path)}' that {'are' if len(bad) != 1 else 'is'} "
+        f"not: {shown}{more}. Rename {'them' if len(bad) != 1 else 'it'} to UTF-8 (e.g. convmv -r -f "
+        f"latin1 -t utf-8 --notest '{_shown(path)}'), then run again."
+    )
 
 
 def _unknown_layout_message(path, received):
@@ -498,7 +608,11 @@ def _as_labels(values, source):
 
 
 def _as_uint8_images(values, source):
-    """Converts `values` to uint8 images; floats in [0, 1] are scaled by 255, others clipped to [0, 255].
+    """Converts `values` to uint8 images; floats in [0, 1] are scaled by 255, other values kept.
+
+    Raises:
+        DatasetError: the shape or dtype is not that of images, or a value is outside 0..255 (or
+            not finite): nothing is clipped, since a clipped image is not the image that was saved.
 
     Returns:
         `(num_samples, h, w)` or `(num_samples, h, w, 1|3|4)` uint8 array.
@@ -517,12 +631,23 @@ def _as_uint8_images(values, source):
             f"Expected the images in {source} to be numeric. Received: dtype {images.dtype}. "
             f"Save them as uint8 (0..255) or float (0..1)."
         )
+    if not images.size:
+        return images.astype(np.uint8)
+    finite = images[np.isfinite(images)] if np.issubdtype(images.dtype, np.floating) else images
+    low, high = (finite.min(), finite.max()) if finite.size else (None, None)
+    if finite.size < images.size or low < 0 or high > 255:
+        received = f"{images.dtype} values from {low} to {high}" if finite.size else f"{images.dtype} values"
+        non_finite = f", {images.size - finite.size} of them NaN or infinite" if finite.size < images.size else ""
+        raise DatasetError(
+            f"Expected the images in {source} to be uint8, or numbers in 0..1 or 0..255. Received: "
+            f"{received}{non_finite}. Nothing is clipped: rescale them to 0..255 (e.g. "
+            f"(x - x.min()) / (x.max() - x.min()) * 255) and save them again."
+        )
     if np.issubdtype(images.dtype, np.floating):
-        images = np.nan_to_num(images, nan=0.0)
-        if images.size and images.min() >= 0 and images.max() <= 1:
+        if high <= 1:
             images = images * 255.0
         images = np.round(images)
-    return np.clip(images, 0, 255).astype(np.uint8)
+    return images.astype(np.uint8)
 
 
 def _array_split(name, images, labels, class_names, source):
@@ -626,10 +751,21 @@ def _load_image_file(path, size):
             rgb = _to_rgb(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise DatasetError(
-            f"Expected '{path}' to be a readable image. Received: {type(error).__name__}: {error}. "
-            f"Remove or replace the file."
+            f"Expected '{_shown(path)}' to be a readable image. Received: {_failure(path, error)}. "
+            f"{'Remove the link or point it at an image' if os.path.islink(path) else 'Remove or replace the file'}."
         ) from error
     return _resize_rgb(rgb, size)
+
+
+def _failure(path, error):
+    """What went wrong opening `path`: a dangling symbolic link, a link loop, or `error` itself."""
+    if os.path.islink(path):
+        target = _shown(os.readlink(path))
+        if getattr(error, "errno", None) == errno.ELOOP:
+            return f"a symbolic link loop ('{target}' leads back to itself, never to a file)"
+        if not os.path.exists(path):
+            return f"a symbolic link to '{target}', which does not exist"
+    return _shown(f"{type(error).__name__}: {error}")
 
 
 def _to_rgb(image):
@@ -721,18 +857,54 @@ def _load_folder(root):
             f"Expected a folder of class sub-folders for --dataset_format=folder. Received: '{root}', "
             f"which is a file. Pass the folder, or choose another --dataset_format."
         )
-    train_folder = os.path.join(root, "train")
-    if not os.path.isdir(train_folder):
+    folders = _visible_subfolders(root)
+    train_names = [name for name in folders if name.lower() in TRAIN_FOLDERS]
+    validation_names = sorted((name for name in folders if name.lower() in VALIDATION_FOLDERS),
+                              key=lambda name: VALIDATION_FOLDERS.index(name.lower()))
+    if not train_names and not validation_names:
         return {"train": _folder_split(root, root, "train")}
-    splits = {"train": _folder_split(root, train_folder, "train")}
-    for name in VALIDATION_FOLDERS:
-        folder = os.path.join(root, name)
-        if os.path.isdir(folder):
-            validation = _folder_split(root, folder, "validation")
-            _check_folder_classes(splits["train"], validation, name)
-            splits["validation"] = validation
-            break
+    _check_split_folders(root, folders, train_names, validation_names)
+    train_name = train_names[0]
+    splits = {"train": _folder_split(root, os.path.join(root, train_name), "train")}
+    if validation_names:
+        name = validation_names[0]
+        validation = _folder_split(root, os.path.join(root, name), "validation")
+        _check_folder_classes(splits["train"], validation, name, train_name)
+        splits["validation"] = validation
     return splits
+
+
+def _check_split_folders(root, folders, train_names, validation_names):
+    """Refuses a split layout that would be misread: no or two training folders, or other folders.
+
+    Args:
+        root: the dataset folder.
+        folders: its visible sub-folders.
+        train_names: those named like a training split (`TRAIN_FOLDERS`).
+        validation_names: those named like a validation split (`VALIDATION_FOLDERS`).
+    """
+    splits = [f"{name}/" for name in train_names + validation_names]
+    if not train_names:
+        raise DatasetError(
+            f"Expected a train/ (or training/) folder beside {', '.join(splits)} in '{_shown(root)}'. "
+            f"Received: the folders {', '.join(f'{name}/' for name in folders)}. Rename the training split's "
+            f"folder to train/; or, if these folders are classes, rename {', '.join(splits)} (split names: "
+            f"{', '.join(TRAIN_FOLDERS + VALIDATION_FOLDERS)})."
+        )
+    if len(train_names) > 1:
+        raise DatasetError(
+            f"Expected one training folder in '{_shown(root)}'. Received: {', '.join(splits[:len(train_names)])}. "
+            f"Merge them into train/, or move one out of the dataset folder."
+        )
+    others = [f"{name}/" for name in folders if name not in train_names + validation_names]
+    if others:
+        raise DatasetError(
+            f"Expected only split folders beside {', '.join(splits)} in '{_shown(root)}' (train/ or training/, "
+            f"and val/, validation/ or test/). Received also: {', '.join(others[:_MAX_SHOWN])}"
+            f"{' ...' if len(others) > _MAX_SHOWN else ''}, which would be read as neither. Move "
+            f"{'them' if len(others) > 1 else 'it'} out of the dataset folder, or, for a class, into every "
+            f"split folder."
+        )
 
 
 def _folder_split(root, folder, name):
@@ -768,14 +940,14 @@ def _folder_split(root, folder, name):
     )
 
 
-def _check_folder_classes(train, validation, folder_name):
+def _check_folder_classes(train, validation, folder_name, train_name="train"):
     if train.class_names == validation.class_names:
         return
     only_train = sorted(set(train.class_names) - set(validation.class_names))
     only_validation = sorted(set(validation.class_names) - set(train.class_names))
     raise DatasetError(
-        f"Expected train/ and {folder_name}/ to hold the same class folders. Received: only in train/: "
-        f"{only_train or 'none'}; only in {folder_name}/: {only_validation or 'none'}. "
+        f"Expected {train_name}/ and {folder_name}/ to hold the same class folders. Received: only in "
+        f"{train_name}/: {only_train or 'none'}; only in {folder_name}/: {only_validation or 'none'}. "
         f"Add or remove class folders so that both splits match."
     )
 
