@@ -67,7 +67,11 @@ def dataset_digest(split):
     digest.update(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
     if split.paths is not None:
         for path in split.paths:
-            stat = os.stat(path)
+            try:
+                stat = os.stat(path)
+            except OSError:  # A dangling link or a link loop: a bad image, skipped or refused later.
+                digest.update(b"unreadable;")
+                continue
             digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode("ascii"))
     else:
         digest.update(np.ascontiguousarray(split.images).tobytes())
@@ -82,11 +86,20 @@ def default_dataset_name(dataset_dir):
     return os.path.splitext(base)[0] if os.path.isfile(dataset_dir) else base
 
 
-def _check_name(kind, value):
+def suggested_name(value):
+    """A valid `--dataset` value close to `value`: other characters become `_`."""
+    name = re.sub(r"[^A-Za-z0-9._\-]+", "_", value or "").lstrip("._-")
+    return name or "dataset"
+
+
+def _check_name(kind, value, dataset_dir=None):
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]*", value or ""):
+        fix = (f"The name comes from the dataset's folder or file name {dataset_dir!r}: pass e.g. "
+               f"--{kind}={suggested_name(value)} to name it." if dataset_dir
+               else f"Pass e.g. --{kind}={suggested_name(value)}.")
         raise ValueError(
             f"Expected --{kind} to be letters, digits, '.', '_' or '-' (it becomes part of the "
-            f"cache file names). Received: {kind}={value!r}."
+            f"cache file names). Received: {kind}={value!r}. {fix}"
         )
 
 
@@ -117,6 +130,41 @@ def _check_existing(path, metadata, overwrite):
 def file_network_name(network, spec):
     """The network's part of a cache file name: a lab alias as given, else the canonical name."""
     return network.lower() if network.lower() in networks.ALIASES else spec.name
+
+
+LARGE_CACHE_BYTES = 1 << 30  # a cache estimated above this is announced before it is written
+
+
+def estimated_cache_bytes(num_images, augment_copies, feature_shape):
+    """Bytes of a cache of `num_images` images: float32 features of every view, labels, views.
+
+    Args:
+        num_images: images in the cache.
+        augment_copies: augmented views per image besides the image itself.
+        feature_shape: the network's output shape for one image, e.g. `(7, 7, 512)`.
+    """
+    rows = num_images * (1 + augment_copies)
+    return rows * (4 * int(np.prod(feature_shape, dtype=np.int64)) + 8 + 2)
+
+
+def announce_cache_size(path, num_images, augment_copies, feature_shape):
+    """Logs a warning, before any work, when the cache at `path` will exceed `LARGE_CACHE_BYTES`.
+
+    Returns:
+        The estimated size in bytes.
+    """
+    size = estimated_cache_bytes(num_images, augment_copies, feature_shape)
+    if size > LARGE_CACHE_BYTES:
+        folder = os.path.dirname(os.path.abspath(path))
+        free = shutil.disk_usage(folder).free if os.path.isdir(folder) else None
+        rows = num_images * (1 + augment_copies)
+        logging.warning(
+            "Writing a cache of about %.1f GiB to %s (%d rows of %s float32 features); about twice "
+            "that is needed until its checkpoints are merged%s. For a smaller cache, use "
+            "--pooling=avg, a later --layer or a smaller --input_size; Ctrl-C stops.",
+            size / (1 << 30), path, rows, "x".join(str(d) for d in feature_shape),
+            "" if free is None else f" ({free / (1 << 30):.1f} GiB free there)")
+    return size
 
 
 def _batches(start, stop, batch_size):
@@ -523,15 +571,18 @@ def extract_features(
             `NetworkError` and `CacheError` are `ValueError`s).
     """
     arguments = dict(locals())
+    spec = networks.get_network(network)  # An empty or unknown name: the message lists them.
     _check_name("network", network)
-    spec = networks.get_network(network)
     size = networks.resolve_input_size(spec, input_size)
     networks.check_pooling(pooling)
     _check_options(1 if batch_size is None else batch_size, per_class, on_bad_image, num_shards, shard_index, merge,
                    checkpoint_every)
     if augment_copies < 0:
         raise ValueError(f"Expected augment_copies >= 0. Received: augment_copies={augment_copies}.")
-    transforms = augmentation.parse_transforms(augmentations) if augment_copies else ()
+    # Checked even without copies, so that a typo is not found only when copies are asked for.
+    transforms = augmentation.parse_transforms(augmentations)
+    if not augment_copies:
+        transforms = ()
     if augment_copies and not transforms:
         raise ValueError(f"Expected --augmentations with --augment_copies={augment_copies}: the "
                          "transforms that make each view. Received: none. Pass e.g. "
@@ -543,8 +594,9 @@ def extract_features(
     if executor not in jobs.EXECUTORS:
         raise ValueError(f"Expected executor to be one of {jobs.EXECUTORS}. "
                          f"Received: executor={executor!r}.")
+    _check_name("dataset", dataset or default_dataset_name(dataset_dir),
+                None if dataset else dataset_dir)
     dataset = dataset or default_dataset_name(dataset_dir)
-    _check_name("dataset", dataset)
     weights_id, weights_sha = networks.weights_identity(weights)
     splits = datasets.prepare_splits(
         dataset_dir, dataset_format=dataset_format, per_class=per_class,
@@ -591,6 +643,8 @@ def extract_features(
             info, reused = _merge_shards(plan, num_shards), False
         else:
             runner = runner or _build_engine(plan.metadata, weights, device)
+            announce_cache_size(plan.path, plan.samples[1] - plan.samples[0],
+                                plan.metadata.augment_copies, tuple(runner.output_shape[1:]))
             info, reused = _extract_plan(runner, spec, plan, size, batch_size, on_bad_image,
                                          checkpoint_every), False
         if not reused:
