@@ -879,3 +879,127 @@ def test_real_datasets_load_with_expected_counts():
     assert mnist["train"].class_names == tuple("0123456789")
     assert mnist["train"].labels[:3].tolist() == [7, 2, 1]  # The published first t10k labels.
     assert len(np.unique(mnist["train"].labels)) == 10
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs that would train a wrong head, or fail late (issue 10).
+
+
+def test_folder_training_and_validation_are_split_names(tmp_path):
+    write_folder_dataset(tmp_path / "Training", class_names=("a", "b"), per_class=2)
+    write_folder_dataset(tmp_path / "validation", class_names=("a", "b"), per_class=1)
+    splits = datasets.load_dataset(str(tmp_path))
+    assert splits["train"].class_names == splits["validation"].class_names == ("a", "b")
+    assert splits["train"].ids[0] == "Training/a/a_0.jpg" and splits["validation"].ids[0] == "validation/a/a_0.jpg"
+
+
+@pytest.mark.parametrize("folders, match", [
+    (("val", "extra"), r"Expected a train/ \(or training/\) folder beside val/ in '.*'\. Received: the folders "
+                       r"extra/, val/\. Rename the training split's folder to train/"),
+    (("test",), r"Expected a train/ \(or training/\) folder beside test/"),
+    (("train", "val", "extra", "more"), r"Expected only split folders beside train/, val/ .* Received also: "
+                                        r"extra/, more/, which would be read as neither\. Move them"),
+    (("train", "training"), r"Expected one training folder in .* Received: train/, training/\. Merge them"),
+    (("train", "training", "val"), r"Expected one training folder"),
+])
+def test_folder_refuses_split_layouts_it_would_misread(tmp_path, folders, match):
+    for name in folders:
+        write_folder_dataset(tmp_path / name, class_names=("a", "b"), per_class=1)
+    with pytest.raises(DatasetError, match=match):
+        datasets.load_dataset(str(tmp_path))
+
+
+def test_folder_train_mismatch_names_training_folder(tmp_path):
+    write_folder_dataset(tmp_path / "training", class_names=("a", "b"), per_class=1)
+    write_folder_dataset(tmp_path / "val", class_names=("a", "c"), per_class=1)
+    with pytest.raises(DatasetError, match=r"Expected training/ and val/ to hold the same class folders"):
+        datasets.load_dataset(str(tmp_path))
+
+
+@pytest.mark.parametrize("x, match", [
+    (np.full((2, 4, 4), -0.5, np.float32), r"Received: float32 values from -0\.5 to -0\.5\. Nothing is clipped"),
+    (np.full((2, 4, 4), 255.5), r"Received: float64 values from 255\.5 to 255\.5\. Nothing is clipped"),
+    (np.array([[[np.inf]], [[1.0]]]), r"Received: float64 values from 1\.0 to 1\.0, 1 of them NaN or infinite"),
+    (np.full((2, 4, 4), np.nan), r"Received: float64 values, 32 of them NaN or infinite\. Nothing is clipped"),
+    (np.arange(32, dtype=np.int16).reshape(2, 4, 4) * 10, r"Received: int16 values from 0 to 310\."),
+    (np.full((2, 4, 4), -1, np.int64), r"Received: int64 values from -1 to -1\."),
+])
+def test_npz_refuses_values_outside_0_255(tmp_path, x, match):
+    path = tmp_path / "out_of_range.npz"
+    np.savez(path, x=x, y=[0, 1])
+    with pytest.raises(DatasetError, match=r"Expected the images in '.*out_of_range\.npz' to be uint8, or numbers "
+                                           r"in 0\.\.1 or 0\.\.255\. " + match):
+        datasets.load_dataset(str(path))
+
+
+def test_npz_float_0_255_kept_and_0_1_scaled(tmp_path):
+    x = np.array([[[0.0, 254.6]], [[255.0, 1.5]]])
+    np.savez(tmp_path / "wide.npz", x=x, y=[0, 1])
+    np.testing.assert_array_equal(datasets.load_dataset(str(tmp_path / "wide.npz"))["train"].images[:, 0],
+                                  [[0, 255], [255, 2]])
+    np.savez(tmp_path / "unit.npz", x=x / 255.0, y=[0, 1])
+    np.testing.assert_array_equal(datasets.load_dataset(str(tmp_path / "unit.npz"))["train"].images[:, 0],
+                                  [[0, 255], [255, 2]])
+
+
+def test_prepare_splits_refuses_fewer_than_two_classes(tmp_path):
+    np.savez(tmp_path / "same.npz", x=np.zeros((6, 4, 4), np.uint8), y=np.zeros(6, int), class_names=["a", "b"])
+    with pytest.raises(DatasetError, match=r"Expected at least two classes to train a classifier on\. Received: "
+                                           r"1 class \('a'\) in '.*same\.npz' \(6 samples\)\. Add a sub-folder"):
+        datasets.prepare_splits(str(tmp_path / "same.npz"))
+    write_folder_dataset(tmp_path / "one", class_names=("cat",), per_class=3)
+    with pytest.raises(DatasetError, match=r"Received: 1 class \('cat'\)"):
+        datasets.prepare_splits(str(tmp_path / "one"))
+
+
+def test_one_split_classes_says_what_happens():
+    train = _array_split(np.array([0, 0, 1, 1, 2]), class_names=("a", "b", "c", "d"))
+    validation = _array_split(np.array([0, 1, 3, 3]), name="validation", class_names=("a", "b", "c", "d"))
+    assert datasets.one_split_classes(train, validation) == [
+        "1 class only in the train split, none in the validation split: 'c' (1 image). It is kept: it is "
+        "trained on, but the validation accuracy does not measure it. Add images to it (at least 2 per class "
+        "when the validation split is carved out with --validation_split) to have every class in both splits.",
+        "1 class only in the validation split, none in the train split: 'd' (2 images). It is kept: the head "
+        "never sees it in training, so it never predicts it. Add images to it (at least 2 per class when the "
+        "validation split is carved out with --validation_split) to have every class in both splits.",
+    ]
+    assert datasets.one_split_classes(train, train) == []
+
+
+def test_prepare_splits_warns_of_a_class_too_small_for_both_splits(tmp_path, caplog):
+    write_folder_dataset(tmp_path / "pets", class_names=("cat", "dog"), per_class=5)
+    write_folder_dataset(tmp_path / "pets", class_names=("owl",), per_class=1)
+    splits = datasets.prepare_splits(str(tmp_path / "pets"))
+    assert splits["train"].class_names == ("cat", "dog", "owl")
+    assert any("'owl' (1 image)" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+@pytest.mark.parametrize("bad, received", [
+    ([b"train/cat/caf\xe9.jpg"], r"1 name in '.*' that is not: 'train/cat/caf\\xe9\.jpg'\. Rename it"),
+    ([b"train/caf\xe9/x.jpg", b"val/caf\xe9/x.jpg"], r"2 names in '.*' that are not: 'caf\\xe9', "
+                                                   r"'train/caf\\xe9/x\.jpg'\. Rename them"),
+])
+def test_non_utf8_names_are_refused_before_any_decoding(tmp_path, bad, received):
+    write_folder_dataset(tmp_path / "train", class_names=("cat", "dog"), per_class=2)
+    write_folder_dataset(tmp_path / "val", class_names=("cat", "dog"), per_class=1)
+    for name in bad:
+        path = os.path.join(os.fsencode(tmp_path), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.new("RGB", (4, 4)).save(path, format="JPEG")
+    with pytest.raises(DatasetError, match=r"Expected file and folder names in UTF-8 \(the cache stores them as "
+                                           r"text\)\. Received: " + received + r" to UTF-8 \(e\.g\. convmv"):
+        datasets.load_dataset(str(tmp_path))
+
+
+@pytest.mark.parametrize("target, received", [
+    ("missing.jpg", r"a symbolic link to 'missing\.jpg', which does not exist"),
+    ("link.jpg", r"a symbolic link loop \('link\.jpg' leads back to itself, never to a file\)"),
+])
+def test_load_names_a_dangling_link_or_a_loop(tmp_path, target, received):
+    write_folder_dataset(tmp_path, class_names=("cat", "dog"), per_class=1)
+    os.symlink(target, tmp_path / "cat" / "link.jpg")
+    train = datasets.load_dataset(str(tmp_path))["train"]
+    assert train.ids == ("cat/cat_0.jpg", "cat/link.jpg", "dog/dog_0.jpg")
+    with pytest.raises(DatasetError, match=rf"Expected '.*cat/link\.jpg' to be a readable image\. Received: "
+                                           rf"{received}\. Remove the link or point it at an image\."):
+        train.load([1], (4, 4))
