@@ -685,13 +685,17 @@ _DATA_ONLY_GLOBALS = frozenset({
 })
 
 
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle names a global other than plain data: loading it could run code."""
+
+
 class _DataOnlyUnpickler(pickle.Unpickler):
     """Unpickles plain data and NumPy arrays; refuses every other global, so runs no code."""
 
     def find_class(self, module, name):
         if (module, name) in _DATA_ONLY_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"it refers to {module}.{name}, which is not plain data")
+        raise UnsafePickleError(f"it refers to {module}.{name}, which is not plain data")
 
 
 def _unpickle(path, encoding, allow_pickle=False):
@@ -713,14 +717,14 @@ def load_data_pickle(source, encoding="latin1"):
     """Loads a pickle of plain data and NumPy arrays only; no code stored in it can run.
 
     Any global the pickle names other than NumPy's array and dtype constructors
-    is refused before it is called (`pickle.UnpicklingError` naming it).
+    is refused before it is called (`UnsafePickleError` naming it).
 
     Args:
         source: a path, or a binary file object positioned at the pickle.
         encoding: how to decode Python 2 strings (`"latin1"` keeps NumPy data intact).
 
     Raises:
-        pickle.UnpicklingError: the pickle refers to something other than plain data.
+        UnsafePickleError: the pickle refers to something other than plain data.
         Exception: whatever a truncated or malformed pickle raises.
     """
     if hasattr(source, "read"):

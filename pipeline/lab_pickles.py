@@ -23,7 +23,6 @@ the file runs, so no `--allow_pickle` is needed.
 import hashlib
 import json
 import os
-import pickle
 import re
 
 import numpy as np
@@ -109,7 +108,7 @@ def _load(path):
                                f"{NAME_PATTERN}.")
     try:
         data = datasets.load_data_pickle(path)
-    except pickle.UnpicklingError as error:
+    except datasets.UnsafePickleError as error:
         raise _refuse(path, f"a pickle that would call code ({str(error).rstrip('.')}); it was "
                             "refused before anything in it ran. Use the lab's original file, or "
                             "convert your features to that dict of arrays") from None
