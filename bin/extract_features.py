@@ -26,6 +26,7 @@ from absl import flags
 
 from bin import cli
 from features import engines
+from features import precision as precisions
 from features import extraction
 from features import networks
 from pipeline import augment
@@ -68,12 +69,25 @@ _RAY_ADDRESS = flags.DEFINE_string(
     "ray_address", None, "With --executor=ray: the cluster's address (e.g. ray://head:10001 or "
     "auto). Default: a new local Ray instance.")
 _ENGINE = flags.DEFINE_enum(
-    "engine", "auto", engines.ENGINES, "What runs the network. auto: openvino on a CPU when the "
-    "openvino extra is installed, else keras; xla on GPUs.")
+    "engine", "auto", engines.ENGINES, "What runs the network. auto: openvino on a CPU when it "
+    "is installed (it is by default, where it has wheels), else keras; xla on GPUs.")
 _PRECISION = flags.DEFINE_enum(
-    "precision", "auto", engines.PRECISIONS, "Arithmetic of the network. auto: bfloat16 on CPUs "
-    "with AMX or AVX512-BF16, mixed precision on GPUs with tensor cores, float32 elsewhere. "
-    "The cache records what was used.")
+    "precision", "auto", engines.PRECISIONS, "Arithmetic of the network. int8: OpenVINO only, "
+    "quantized by NNCF after calibration on --calibration_images training images. auto: with "
+    "OpenVINO on a CPU, runs float32 and each lower precision the CPU has units for ("
+    f"bfloat16: {'/'.join(precisions.BF16_FLAGS)}; int8: {'/'.join(precisions.INT8_FLAGS)}) on "
+    "--check_images validation images and picks the fastest whose per-image cosine similarity to "
+    f"float32 has median >= {precisions.GATE.min_median:g} and 1st percentile >= "
+    f"{precisions.GATE.min_p1:g}; float32 with other engines, on GPUs, and on datasets with fewer "
+    f"than {precisions.AUTO_MIN_FACTOR} x (calibration + check) images. The measurement is stored, "
+    "so only the first run pays. The cache records the precision and its fidelity to float32.")
+_CALIBRATION_IMAGES = flags.DEFINE_integer(
+    "calibration_images", precisions.CALIBRATION_IMAGES, "For int8: training images (a sample "
+    "seeded by --seed) the quantization is calibrated on.", lower_bound=1)
+_CHECK_IMAGES = flags.DEFINE_integer(
+    "check_images", precisions.CHECK_IMAGES, "For a precision other than float32: validation "
+    "images (seeded by --seed) its fidelity to float32, and with auto its speed, is measured on.",
+    lower_bound=1)
 _AUGMENT_COPIES = flags.DEFINE_integer(
     "augment_copies", 0, "Also extract this many augmented views of each training image (marked "
     "as such in the cache and tied to their image; validation images are never augmented).",
@@ -122,6 +136,8 @@ def main(argv):
         ray_address=_RAY_ADDRESS.value,
         engine=_ENGINE.value,
         precision=_PRECISION.value,
+        calibration_images=_CALIBRATION_IMAGES.value,
+        check_images=_CHECK_IMAGES.value,
         augment_copies=_AUGMENT_COPIES.value,
         augmentations=_AUGMENTATIONS.value,
     )
@@ -133,7 +149,9 @@ def main(argv):
 
 def run():
     """The `extract_features` console script."""
-    cli.run(main, sys.modules[__name__], required=["network"])
+    cli.run(main, sys.modules[__name__], required=["network"],
+            interrupted="Finished checkpoints are kept beside the caches; run the same command "
+            "again to resume from them.")
 
 
 if __name__ == "__main__":

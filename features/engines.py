@@ -9,18 +9,21 @@ preprocessed images to a `(batch, *feature_shape)` float32 array:
   splits every batch over all visible GPUs.
 - `xla`: the same, compiled with XLA (`jit_compile=True`); fast on GPUs,
   slow on CPUs.
-- `openvino`: Intel's OpenVINO runtime (the `openvino` extra), which on CPUs
-  runs fused kernels, and bf16 through AMX or AVX512-BF16 where the CPU has
-  them. The converted model is kept under `$BOTTLENECK_CACHE_HOME/openvino`
-  (default `~/.cache/bottleneck-cache/openvino`) so later runs skip the
-  conversion.
+- `openvino`: Intel's OpenVINO runtime (installed by default where it has
+  wheels), which on CPUs runs fused kernels, bf16 through AMX or AVX512-BF16,
+  and int8 models quantized by NNCF through VNNI, AMX or AVX2. The converted
+  model, and each int8 model quantized from it, are kept under
+  `$BOTTLENECK_CACHE_HOME/openvino` (default
+  `~/.cache/bottleneck-cache/openvino`) so later runs skip the conversion and
+  the calibration.
 
 `auto` picks `openvino` on a CPU when it is installed, else `keras`, and
-`xla` on GPUs. Precisions: `float32`, `bfloat16` and `float16` (weights stay
-float32; matrix products run in the lower precision, as Keras' `mixed_*`
-policies do). `auto` is `float32`: a lower precision may be chosen only where
-it keeps head accuracy within 0.5 points of float32, and with real ImageNet
-weights bfloat16 moved it by up to 2.2 points (`benchmarks/precision.py`).
+`xla` on GPUs. Precisions: `float32`, `bfloat16`, `float16` (GPUs only;
+weights stay float32 and matrix products run in the lower precision, as
+Keras' `mixed_*` policies do), `int8` (OpenVINO only: weights and
+activations quantized after calibration on the dataset's own training
+images, see `features.precision`), and `auto`, which measures: see
+`features.precision` and `features.extraction`.
 """
 
 import contextlib
@@ -36,9 +39,10 @@ import warnings
 import numpy as np
 
 ENGINES = ("auto", "keras", "xla", "openvino")
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+PRECISIONS = ("auto", "float32", "bfloat16", "int8", "float16")
 _KERAS_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-_OPENVINO_HINTS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+# int8 models run their quantized layers in int8 and the rest in float32.
+_OPENVINO_HINTS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "int8": "f32"}
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -55,7 +59,6 @@ class Device:
         count: GPUs used (1 on a CPU).
         bfloat16: the device computes bfloat16 natively (AMX, AVX512-BF16,
             or a GPU of compute capability 8.0 or later).
-        float16: the device has float16 tensor cores (compute capability 7.0+).
         description: for logs, e.g. `"cpu (amx_bf16)"` or `"2 gpus"`.
         names: the TensorFlow devices a batch is split over when there are
             several, e.g. `("/gpu:0", "/gpu:1")`.
@@ -64,7 +67,6 @@ class Device:
     kind: str
     count: int
     bfloat16: bool
-    float16: bool
     description: str
     names: tuple = ()
 
@@ -79,6 +81,23 @@ def cpu_flags(cpuinfo="/proc/cpuinfo"):
     except OSError:
         pass
     return frozenset()
+
+
+def cpu_name(cpuinfo="/proc/cpuinfo"):
+    """The CPU's model name (e.g. `"AMD EPYC 9R14"`), or `""`."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def engine_versions():
+    """Versions of the packages that run and quantize OpenVINO models, for stored-model keys."""
+    return {package: _version(package) for package in ("openvino", "nncf")}
 
 
 def _may_have_gpus():
@@ -103,12 +122,12 @@ def detect_device(cpuinfo="/proc/cpuinfo"):
         capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability")
                         or (0, 0) for gpu in gpus]
         lowest = min(capabilities)
-        return Device("gpu", len(gpus), lowest >= (8, 0), lowest >= (7, 0),
+        return Device("gpu", len(gpus), lowest >= (8, 0),
                       f"{len(gpus)} gpu{'s' if len(gpus) > 1 else ''} (compute capability "
                       f"{lowest[0]}.{lowest[1]})", tuple(f"/gpu:{i}" for i in range(len(gpus))))
     flags = cpu_flags(cpuinfo)
     found = [flag for flag in _BF16_CPU_FLAGS if flag in flags]
-    return Device("cpu", 1, bool(found), False, f"cpu ({', '.join(found) or 'no bf16 units'})")
+    return Device("cpu", 1, bool(found), f"cpu ({', '.join(found) or 'no bf16 units'})")
 
 
 def _check_choice(kind, value, choices):
@@ -117,34 +136,51 @@ def _check_choice(kind, value, choices):
                           f"Received: {value!r}.")
 
 
-def resolve_precision(precision, device):
-    """Resolves `"auto"`, and refuses a precision the device cannot run well.
+def resolve_precision(precision, device, engine="keras"):
+    """Checks a precision against the device and the (resolved) engine.
 
-    `"auto"` is float32 on every device. The issue's rule is that it may pick
-    a lower precision only where head accuracy stays within 0.5 points of
-    float32; `benchmarks/precision.py` measured bfloat16 with the ImageNet
-    weights of MobileNetV2 and MobileNet on CIFAR-10: +2.2 and -0.5 points
-    (lowest row cosine 0.82). bfloat16 and float16 stay available by name.
+    `"auto"` is returned as it is: `features.extraction` resolves it by
+    measurement with OpenVINO on CPUs (`features.precision`), and to float32
+    with the other engines and on GPUs.
 
     Args:
         precision: one of `PRECISIONS`.
         device: a `Device`.
+        engine: the resolved engine (see `resolve_engine`).
 
     Returns:
-        `"float32"`, `"bfloat16"` or `"float16"`.
+        `precision`.
 
     Raises:
-        EngineError: an unknown precision, or float16 on a CPU.
+        EngineError: an unknown precision, float16 on a CPU, or int8 with
+            another engine than openvino.
     """
     _check_choice("precision", precision, PRECISIONS)
-    if precision == "auto":
-        return "float32"
     if precision == "float16" and device.kind == "cpu":
         raise EngineError(
             "Expected --precision=float16 only on a GPU: CPUs emulate float16 slowly and "
             f"inexactly. Received it on {device.description}. Use --precision=bfloat16 or auto."
         )
+    if precision == "int8" and engine != "openvino":
+        raise EngineError(
+            f"Expected --precision=int8 with --engine=openvino (on a CPU). Received: engine "
+            f"{engine} on {device.description}. Use --engine=openvino, or --precision=auto."
+        )
     return precision
+
+
+def nncf_installed():
+    """True if the `nncf` package (int8 quantization) can be imported."""
+    return importlib.util.find_spec("nncf") is not None
+
+
+def _version(package):
+    import importlib.metadata  # pylint: disable=g-import-not-at-top
+
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def openvino_installed():
@@ -170,8 +206,8 @@ def resolve_engine(engine, device):
                               "use --engine=xla or auto on GPUs.")
         if not openvino_installed():
             raise EngineError("Expected the openvino package for --engine=openvino. Received: it "
-                              "is not installed. Run: pip install 'bottleneck-cache[openvino]', or "
-                              "use --engine=keras.")
+                              "is not installed (it has no wheel for this platform, or was "
+                              "uninstalled). Run: pip install openvino nncf, or use --engine=keras.")
     return engine
 
 
@@ -267,43 +303,61 @@ class KerasEngine:
                                self._strategy.experimental_local_results(outputs)])
 
 
-def _cache_home():
-    return os.environ.get("BOTTLENECK_CACHE_HOME",
+def model_store():
+    """The folder of stored converted and quantized models and of precision measurements."""
+    home = os.environ.get("BOTTLENECK_CACHE_HOME",
                           os.path.join(os.path.expanduser("~"), ".cache", "bottleneck-cache"))
+    return os.path.join(home, "openvino")
+
+
+def store_key(payload):
+    """A file-name key (24 hex digits) for a JSON-able description of a stored model."""
+    text = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
 class OpenVINOEngine:
     """Runs a network converted to OpenVINO on the CPU.
 
-    The converted model is stored under `<cache home>/openvino/<key>.xml`,
-    where `key` covers everything that determines the network (its name,
-    weights, layer, pooling, input size, seed of random weights, and library
-    versions), so only the first run with given settings pays for conversion.
+    The converted model is stored under `<model store>/<key>.xml`, where `key`
+    covers everything that determines the network (its name, weights, layer,
+    pooling, input size, seed of random weights, and library versions), so
+    only the first run with given settings pays for conversion. An int8 model
+    is stored the same way, under a key that adds the calibration images and
+    NNCF's version and options, so only the first run pays for calibration.
 
     Attributes:
         name: `"openvino"`.
         precision: the precision it runs in.
         output_shape: `(None, *feature_shape)`.
+        quantized_now: True if this engine quantized its int8 model (no
+            stored one was found).
     """
 
-    def __init__(self, build_model, precision, model_key):
+    def __init__(self, build_model, precision, model_key, calibration=None):
         """Loads the converted model, converting `build_model()` first if needed.
 
         Args:
             build_model: a function of no arguments returning the float32 feature
                 `keras.Model`; called only when no converted model is stored.
-            precision: `"float32"`, `"bfloat16"` or `"float16"`.
+            precision: `"float32"`, `"bfloat16"` or `"int8"`.
             model_key: a JSON-able description of the network's settings.
+            calibration: for int8, a `features.precision.Calibration`.
 
         Raises:
-            EngineError: the CPU cannot run `precision`.
+            EngineError: the CPU cannot run `precision`, or int8 without
+                calibration images or without NNCF to quantize.
         """
         import openvino as ov  # pylint: disable=g-import-not-at-top
 
         self.name = "openvino"
         self.precision = precision
+        self.quantized_now = False
         core = ov.Core()
-        model = core.read_model(self._converted(ov, build_model, model_key))
+        path, key = self._converted(ov, build_model, model_key)
+        if precision == "int8":
+            path = self._quantized(ov, core, path, key, calibration)
+        model = core.read_model(path)
         hint = getattr(ov.Type, _OPENVINO_HINTS[precision])
         # Set even for float32: OpenVINO picks bf16 by itself on CPUs that have it.
         self._compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
@@ -319,32 +373,58 @@ class OpenVINOEngine:
         self.output_shape = (None, *(int(str(d)) for d in list(shape)[1:]))
 
     @staticmethod
-    def _converted(ov, build_model, model_key):
-        """Returns the path of the stored converted model, converting it if needed."""
-        versions = {"openvino": ov.__version__}
-        text = json.dumps({"model": model_key, "versions": versions}, sort_keys=True)
-        key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
-        folder = os.path.join(_cache_home(), "openvino")
-        path = os.path.join(folder, f"{key}.xml")
-        if os.path.exists(path) and os.path.exists(path[:-4] + ".bin"):
-            return path
-        model = build_model()
+    def _save(ov, model, path):
+        """Saves `model` to `path` (`.xml` + `.bin`) so that a reader never sees half of it."""
+        folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
-        work = tempfile.mkdtemp(prefix=f".{key}.", dir=folder)
+        work = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=folder)
         try:
-            with warnings.catch_warnings():
-                # Keras warns that the converter traces it with tensors, not KerasTensors.
-                warnings.simplefilter("ignore")
-                converted = ov.convert_model(
-                    model, example_input=np.zeros((1, *model.input_shape[1:]), np.float32))
-            converted.reshape([-1, *model.input_shape[1:]])
-            ov.save_model(converted, os.path.join(work, "model.xml"), compress_to_fp16=False)
+            ov.save_model(model, os.path.join(work, "model.xml"), compress_to_fp16=False)
             # The .bin first: a reader takes the .xml as the sign that both are there.
             os.replace(os.path.join(work, "model.bin"), path[:-4] + ".bin")
             os.replace(os.path.join(work, "model.xml"), path)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        return path
+
+    @classmethod
+    def _converted(cls, ov, build_model, model_key):
+        """Returns `(path, key)` of the stored converted model, converting it if needed."""
+        key = store_key({"model": model_key, "versions": {"openvino": ov.__version__}})
+        path = os.path.join(model_store(), f"{key}.xml")
+        if os.path.exists(path) and os.path.exists(path[:-4] + ".bin"):
+            return path, key
+        model = build_model()
+        with warnings.catch_warnings():
+            # Keras warns that the converter traces it with tensors, not KerasTensors.
+            warnings.simplefilter("ignore")
+            converted = ov.convert_model(
+                model, example_input=np.zeros((1, *model.input_shape[1:]), np.float32))
+        converted.reshape([-1, *model.input_shape[1:]])
+        cls._save(ov, converted, path)
+        return path, key
+
+    def _quantized(self, ov, core, path, key, calibration):
+        """Returns the path of the stored int8 model of the converted one at `path`, making it if needed."""
+        if calibration is None:
+            raise EngineError("Expected calibration images for --precision=int8. Received: none. "
+                              "Run it through extract_features, which samples the training split.")
+        options = {"preset": "mixed", "fast_bias_correction": False, "per_image": True}
+        versions = {"nncf": _version("nncf"), "openvino": ov.__version__}
+        quantized = os.path.join(model_store(), store_key(
+            {"converted": key, "calibration": calibration.key, "options": options,
+             "versions": versions}) + "-int8.xml")
+        if os.path.exists(quantized) and os.path.exists(quantized[:-4] + ".bin"):
+            return quantized
+        if not nncf_installed():
+            raise EngineError("Expected the nncf package to quantize the network for "
+                              "--precision=int8. Received: it is not installed. Run: pip install "
+                              "nncf, or use --precision=bfloat16, float32 or auto.")
+        from features import precision as precisions  # pylint: disable=g-import-not-at-top
+
+        model = precisions.quantize(core.read_model(path), calibration.load())
+        self._save(ov, model, quantized)
+        self.quantized_now = True
+        return quantized
 
     def __call__(self, batch):
         """Maps `(batch, height, width, 3)` float32 inputs to float32 features."""
@@ -352,7 +432,7 @@ class OpenVINOEngine:
         return np.asarray(outputs[self._compiled.output(0)], dtype=np.float32)
 
 
-def create_engine(engine, precision, device, build_model, model_key):
+def create_engine(engine, precision, device, build_model, model_key, calibration=None):
     """Builds the engine that runs the network.
 
     Args:
@@ -363,6 +443,7 @@ def create_engine(engine, precision, device, build_model, model_key):
             `keras.Model`.
         model_key: a JSON-able description of the network's settings, for
             engines that store a converted model.
+        calibration: for int8, a `features.precision.Calibration`.
 
     Returns:
         A callable from `(batch, height, width, 3)` float32 preprocessed images
@@ -370,6 +451,6 @@ def create_engine(engine, precision, device, build_model, model_key):
         and `output_shape` attributes.
     """
     if engine == "openvino":
-        return OpenVINOEngine(build_model, precision, model_key)
+        return OpenVINOEngine(build_model, precision, model_key, calibration)
     return KerasEngine(build_model, precision, jit_compile=engine == "xla",
                        strategy=_strategy(device))

@@ -16,9 +16,11 @@ from absl import logging
 
 from features import engines
 from features import networks
+from features import precision as precisions
 from pipeline import augment as augmentation
 from pipeline import cache
 from pipeline import datasets
+from pipeline import files
 from pipeline import jobs
 
 _VERSIONED_PACKAGES = ("bottleneck-cache", "tensorflow", "keras", "h5py", "numpy")
@@ -299,11 +301,13 @@ def _tidy_parts_folders(path, fingerprint):
                             os.path.join(folder, entry), name)
 
 
-def _extract_plan(engine, spec, plan, input_size, batch_size, on_bad_image, checkpoint_every):
+def _extract_plan(engine, spec, plan, input_size, batch_size, on_bad_image, checkpoint_every,
+                  fidelity=None):
     """Extracts a plan's samples as checkpointed parts, then merges them into its file.
 
     Parts already finished by an interrupted run with the same settings are
-    kept, so a run started again continues where the last one stopped.
+    kept, so a run started again continues where the last one stopped. The
+    file records `fidelity` (a dict of `cache.FIDELITY_ATTRS`).
 
     Returns:
         The `cache.CacheInfo` of the written file.
@@ -322,26 +326,33 @@ def _extract_plan(engine, spec, plan, input_size, batch_size, on_bad_image, chec
         augment = (augmentation.parse_transforms(metadata.augmentations), metadata.augment_copies,
                    metadata.seed)
     lo, hi, total = plan.samples
-    parts = []
+    ranges = _parts(lo, hi, checkpoint_every)
+    parts = [os.path.join(work, f"part-{start:010d}-{stop:010d}.h5") for start, stop in ranges]
+    finished = [_finished_part(part, metadata, (start, stop, total))
+                for part, (start, stop) in zip(parts, ranges)]
+    done = sum(stop - start for (start, stop), kept in zip(ranges, finished) if kept)
+    if done:
+        logging.info("Resuming %s: %d of %d samples were extracted by an earlier run.",
+                     plan.path, done, hi - lo)
     try:
         with tqdm.tqdm(total=hi - lo, unit="img", desc=f"{spec.name} {split.name}") as progress:
-            for start, stop in _parts(lo, hi, checkpoint_every):
-                part = os.path.join(work, f"part-{start:010d}-{stop:010d}.h5")
-                if _finished_part(part, metadata, (start, stop, total)):
+            for part, (start, stop), kept in zip(parts, ranges, finished):
+                if kept:
                     progress.update(stop - start)
                 else:
                     with cache.CacheWriter(part, metadata, split.class_names, feature_shape,
-                                           samples=(start, stop, total)) as writer:
+                                           samples=(start, stop, total),
+                                           fidelity=fidelity) as writer:
                         _extract_samples(engine, spec, split, start, stop, input_size, batch_size,
                                          on_bad_image, writer, progress, augment)
                         writer.commit()
-                parts.append(part)
     except BaseException:
         # Finished parts stay for the next run to resume from; an empty folder does not.
         if not os.listdir(work):
             os.rmdir(work)
         raise
-    info = cache.merge_parts(parts, plan.path, metadata, plan.samples)
+    info = cache.merge_parts(parts, plan.path, metadata, plan.samples, as_part=plan.shard,
+                             fidelity=fidelity)
     _tidy_parts_folders(plan.path, metadata.fingerprint())
     if hi > lo and info.num_samples == 0:
         os.remove(plan.path)
@@ -363,22 +374,28 @@ def _parts(lo, hi, checkpoint_every):
     return list(zip(edges[:-1], edges[1:])) or [(lo, hi)]
 
 
-def shard_range(total, num_shards, shard_index, checkpoint_every):
-    """The `[start, stop)` samples of a shard: whole checkpoint parts, split as evenly as possible.
+def shard_range(total, num_shards, shard_index, batch_size):
+    """The `[start, stop)` samples of a shard: the split cut into `num_shards` nearly equal runs.
+
+    Boundaries fall on multiples of `batch_size` where the split has a batch
+    for every shard, so a shard's batches are those of an unsharded run; a
+    smaller split is cut sample by sample (a shard may then be empty, when
+    there are more shards than samples).
 
     Args:
         total: samples in the split.
         num_shards: how many shards.
         shard_index: this shard, in `[0, num_shards)`.
-        checkpoint_every: samples per checkpoint part.
+        batch_size: images per network call.
 
     Returns:
-        `(start, stop)`; empty when there are more shards than parts.
+        `(start, stop)`.
     """
-    num_parts = -(-total // checkpoint_every)
-    first = shard_index * num_parts // num_shards
-    last = (shard_index + 1) * num_parts // num_shards
-    return min(first * checkpoint_every, total), min(last * checkpoint_every, total)
+    unit = batch_size if total >= num_shards * batch_size else 1
+    units = -(-total // unit)
+    first = shard_index * units // num_shards
+    last = (shard_index + 1) * units // num_shards
+    return min(first * unit, total), min(last * unit, total)
 
 
 def shard_filename(path, num_shards, shard_index):
@@ -396,6 +413,7 @@ class _Plan:
     path: str
     samples: tuple
     existing: Optional[cache.CacheInfo]
+    shard: bool = False  # A shard file is always a part, even one that holds the whole split.
 
 
 def _check_options(batch_size, per_class, on_bad_image, num_shards, shard_index, merge,
@@ -417,14 +435,15 @@ def _check_options(batch_size, per_class, on_bad_image, num_shards, shard_index,
                          f"Received: num_shards={num_shards}.")
 
 
-def _plan(split, metadata, path, overwrite, num_shards, shard_index, checkpoint_every):
+def _plan(split, metadata, path, overwrite, num_shards, shard_index, batch_size):
     total = len(split)
     if num_shards > 1:
         path = shard_filename(path, num_shards, shard_index)
-        samples = (*shard_range(total, num_shards, shard_index, checkpoint_every), total)
+        samples = (*shard_range(total, num_shards, shard_index, batch_size), total)
     else:
         samples = (0, total, total)
-    return _Plan(split, metadata, path, samples, _check_existing(path, metadata, overwrite))
+    return _Plan(split, metadata, path, samples, _check_existing(path, metadata, overwrite),
+                 shard=num_shards > 1)
 
 
 def _merge_shards(plan, num_shards):
@@ -464,23 +483,91 @@ def _build_model(spec, weights, pooling, layer, size, seed):
     return networks.build_feature_model(spec, weights, pooling, layer, size)
 
 
-def _build_engine(metadata, weights, device):
-    """Builds the engine that runs the network `metadata` describes."""
-    spec = networks.get_network(metadata.network)
-    layer = metadata.layer or None
-
-    def build_model():
-        return _build_model(spec, weights, metadata.pooling, layer, metadata.input_size,
-                            metadata.seed)
-
+def _model_key(metadata):
+    """A JSON-able description of everything that determines the network's outputs."""
     model_key = {field: getattr(metadata, field) for field in (
         "network", "weights", "weights_sha256", "layer", "pooling", "input_size", "library_versions")}
     model_key["seed"] = metadata.seed if metadata.weights == "none" else 0
-    engine = engines.create_engine(metadata.engine, metadata.precision, device, build_model,
-                                   model_key)
-    logging.info("Running %s with %s in %s on %s.", spec.name, engine.name, engine.precision,
-                 device.description)
+    return model_key
+
+
+def _model_builder(metadata, weights):
+    spec = networks.get_network(metadata.network)
+
+    def build_model():
+        return _build_model(spec, weights, metadata.pooling, metadata.layer or None,
+                            metadata.input_size, metadata.seed)
+
+    return build_model
+
+
+def _build_engine(metadata, weights, device, selection=None):
+    """Builds the engine that runs the network `metadata` describes.
+
+    Reuses the engine `selection` (a `features.precision.Selection`) measured,
+    if any; builds an int8 one with its calibration images.
+    """
+    engine = selection.engine if selection is not None else None
+    if engine is None:
+        engine = engines.create_engine(
+            metadata.engine, metadata.precision, device, _model_builder(metadata, weights),
+            _model_key(metadata), selection.calibration if selection is not None else None)
+    logging.info("Running %s with %s in %s on %s.", metadata.network, engine.name,
+                 engine.precision, device.description)
     return engine
+
+
+def _image_sample(split, spec, size, count, seed):
+    """A seeded sample of `count` images of `split`, as a `features.precision.Calibration`."""
+    indices = precisions.sample_indices(len(split), count, seed)
+    key = precisions.sample_key(dataset_digest(split), [split.ids[i] for i in indices],
+                                spec.preprocessing, size)
+
+    def load():
+        images, _, _ = _load_batch(split, indices, size, "skip")
+        return spec.preprocess_input(images.astype(np.float32))
+
+    return precisions.Calibration(key, load, len(indices))
+
+
+def _select_precision(requested, metadata, weights, device, splits, options):
+    """Resolves `requested` by measurement (`features.precision.select`); logs why.
+
+    Args:
+        requested: a checked precision.
+        metadata: the training split's `cache.CacheMetadata` (any precision).
+        weights: the weights option.
+        device: the `engines.Device`.
+        splits: the dataset's splits.
+        options: `(calibration_images, check_images, batch_size, views)`.
+
+    Returns:
+        A `features.precision.Selection`.
+    """
+    calibration_images, check_images, batch_size, views = options
+    spec = networks.get_network(metadata.network)
+    train, validation = splits["train"], splits["validation"]
+    samples = precisions.Samples(
+        check=_image_sample(validation if len(validation) else train, spec, metadata.input_size,
+                            check_images, metadata.seed),
+        calibration=_image_sample(train, spec, metadata.input_size, calibration_images,
+                                  metadata.seed),
+        num_images=len(train) * (1 + views) + len(validation), batch_size=batch_size)
+    build_model = _model_builder(metadata, weights)
+
+    def make_engine(precision, calibration):
+        return engines.create_engine(metadata.engine, precision, device, build_model,
+                                     _model_key(metadata), calibration)
+
+    flags = engines.cpu_flags()
+    key = {"model": _model_key(metadata), "engine": metadata.engine, "cpu": engines.cpu_name(),
+           "flags": sorted(set(flags) & set(precisions.BF16_FLAGS + precisions.INT8_FLAGS)),
+           "versions": engines.engine_versions()}
+    selection = precisions.select(requested, metadata.engine, device, make_engine, samples, key,
+                                  engines.model_store(), flags,
+                                  nncf_available=engines.nncf_installed())
+    logging.info("%s", selection.reason)
+    return selection
 
 
 def extract_features(
@@ -510,6 +597,8 @@ def extract_features(
     precision="auto",
     augment_copies=0,
     augmentations="flip,crop,color",
+    calibration_images=precisions.CALIBRATION_IMAGES,
+    check_images=precisions.CHECK_IMAGES,
 ):
     """Extracts and caches the bottleneck features of a dataset's two splits.
 
@@ -554,14 +643,22 @@ def extract_features(
         ray_address: the Ray cluster to use; None starts a local instance.
         engine: what runs the network: one of `features.engines.ENGINES`;
             `"auto"` picks the fastest for the device.
-        precision: `"auto"`, `"float32"`, `"bfloat16"` or `"float16"`; `"auto"`
-            is bfloat16 on CPUs with AMX or AVX512-BF16 and mixed precision on
-            GPUs with tensor cores, float32 elsewhere. The cache records it.
+        precision: one of `features.engines.PRECISIONS`. `"auto"` measures,
+            with OpenVINO on a CPU, float32 and the lower precisions the CPU
+            runs natively (bfloat16, int8) on `check_images` validation images
+            and picks the fastest whose features pass
+            `features.precision.GATE`; it is float32 with other engines, on
+            GPUs and on datasets too small for the measurement to pay. The
+            cache records the precision and its fidelity to float32.
         augment_copies: augmented views of each training image to extract
             besides the image itself (validation images are never augmented).
         augmentations: the transforms of those views, a comma list of
             `pipeline.augment.TRANSFORMS`; seeded by `seed`, so a resumed or
             sharded run gets the same views.
+        calibration_images: training images int8 quantization is calibrated
+            on (a seeded sample).
+        check_images: validation images the fidelity of a lower precision is
+            measured on (a seeded sample).
 
     Returns:
         A list of `ExtractionResult`, train first.
@@ -589,11 +686,15 @@ def extract_features(
                          "--augmentations=flip,crop,color.")
     device = engines.detect_device()
     engine = engines.resolve_engine(engine, device)
-    precision = engines.resolve_precision(precision, device)
+    precision = engines.resolve_precision(precision, device, engine)
+    for name, value in (("calibration_images", calibration_images), ("check_images", check_images)):
+        if value < 1:
+            raise ValueError(f"Expected {name} >= 1. Received: {name}={value}.")
     batch_size = batch_size or engines.auto_batch_size(size, device)
     if executor not in jobs.EXECUTORS:
         raise ValueError(f"Expected executor to be one of {jobs.EXECUTORS}. "
                          f"Received: executor={executor!r}.")
+    files.check_writable_dir(output_dir, "--output_dir")
     _check_name("dataset", dataset or default_dataset_name(dataset_dir),
                 None if dataset else dataset_dir)
     dataset = dataset or default_dataset_name(dataset_dir)
@@ -603,6 +704,14 @@ def extract_features(
         validation_split=validation_split, seed=seed, allow_pickle=allow_pickle,
     )
     versions = library_versions()
+    selection = _select_precision(precision, cache.CacheMetadata(
+        network=spec.name, weights=weights_id, weights_sha256=weights_sha, layer=layer or "",
+        pooling=pooling, input_size=size, preprocessing=spec.preprocessing, dataset=dataset,
+        dataset_digest="", split="train", per_class=0, seed=seed, library_versions=versions,
+        engine=engine), weights, device, splits,
+        (calibration_images, check_images, batch_size, augment_copies))
+    # Shards run on Ray get the resolved precision, so that they all extract in the same one.
+    precision = arguments["precision"] = selection.precision
     plans = []
     for name in cache.SPLITS:
         split = splits[name]
@@ -624,12 +733,12 @@ def extract_features(
                                              augment_copies))
         sharded_here = executor == "local" and not merge
         plans.append(_plan(split, metadata, path, overwrite or merge,
-                           num_shards if sharded_here else 1, shard_index, checkpoint_every))
+                           num_shards if sharded_here else 1, shard_index, batch_size))
 
     if executor == "ray" and not all(plan.existing for plan in plans):
         num_shards = _run_shards_on_ray(arguments)
         merge = True
-        plans = [_plan(plan.split, plan.metadata, plan.path, True, 1, 0, checkpoint_every)
+        plans = [_plan(plan.split, plan.metadata, plan.path, True, 1, 0, batch_size)
                  for plan in plans]
     runner = None
     results = []
@@ -642,11 +751,11 @@ def extract_features(
         elif merge:
             info, reused = _merge_shards(plan, num_shards), False
         else:
-            runner = runner or _build_engine(plan.metadata, weights, device)
+            runner = runner or _build_engine(plan.metadata, weights, device, selection)
             announce_cache_size(plan.path, plan.samples[1] - plan.samples[0],
                                 plan.metadata.augment_copies, tuple(runner.output_shape[1:]))
             info, reused = _extract_plan(runner, spec, plan, size, batch_size, on_bad_image,
-                                         checkpoint_every), False
+                                         checkpoint_every, selection.fidelity.to_attrs()), False
         if not reused:
             logging.info("Wrote %s: %d rows, %d images skipped.", plan.path, info.num_samples,
                          info.num_skipped)

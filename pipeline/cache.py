@@ -8,8 +8,11 @@ This is the only module that imports h5py. A cache file holds:
 * `class_names`: UTF-8 strings `(num_classes,)`; `labels` index into it.
 
 and, as root attributes, `format` (`"bottleneck-cache"`), `format_version`, the
-settings that produced the features (`CacheMetadata`), `complete`, and
-`fingerprint`, a SHA-256 of the settings. Files are written to a temporary file
+settings that produced the features (`CacheMetadata`), `complete`,
+`fingerprint`, a SHA-256 of the settings, and the features' measured fidelity
+to float32 (`FIDELITY_ATTRS`: `fidelity` is `"exact"` for float32 features,
+`"cosine"` with the per-image cosine statistics for a lower precision; see
+`features.precision.Fidelity`). Files are written to a temporary file
 in the target's folder that replaces the target only once every row is written.
 """
 
@@ -34,6 +37,10 @@ _CHUNK_BYTES = 1 << 18
 _STRING = h5py.string_dtype(encoding="utf-8")
 # Free space kept in reserve while writing: HDF5's chunk cache and metadata still to flush.
 _SPACE_MARGIN = 8 << 20
+# Root attributes recording how close the features are to float32 ones; not part of the
+# fingerprint (a measurement, not a setting).
+FIDELITY_ATTRS = ("fidelity", "fidelity_cosine_median", "fidelity_cosine_p1", "fidelity_cosine_min",
+                  "fidelity_images")
 
 
 class CacheError(ValueError):
@@ -246,7 +253,7 @@ class CacheWriter:
     ```
     """
 
-    def __init__(self, path, metadata, class_names, feature_shape, samples=None):
+    def __init__(self, path, metadata, class_names, feature_shape, samples=None, fidelity=None):
         """Opens the temporary file and writes the header.
 
         Args:
@@ -256,8 +263,10 @@ class CacheWriter:
             feature_shape: the shape of one sample's features.
             samples: for a part file (a checkpoint or a shard), the
                 `(start, stop, total)` range of the split's samples it covers.
+            fidelity: a dict of `FIDELITY_ATTRS` to write as root attributes.
         """
         self._samples = samples
+        self._fidelity = dict(fidelity or {})
         self.path = os.fspath(path)
         self.num_rows = 0
         self.num_skipped = 0
@@ -288,6 +297,8 @@ class CacheWriter:
             f.attrs[key] = value
         f.attrs["fingerprint"] = metadata.fingerprint()
         f.attrs["complete"] = False
+        for key, value in self._fidelity.items():
+            f.attrs[key] = value
         if self._samples is not None:
             f.attrs["part_samples"] = np.asarray(self._samples, dtype=np.int64)
         rows = _chunk_rows(feature_shape)
@@ -734,7 +745,15 @@ def _check_coverage(ranges, start, stop, total):
         )
 
 
-def merge_parts(part_paths, path, metadata, samples):
+def read_fidelity(path):
+    """The `FIDELITY_ATTRS` a cache file records, as a dict (empty for older caches)."""
+    with _open(path) as f:
+        values = {key: _text(f.attrs[key]) for key in FIDELITY_ATTRS if key in f.attrs}
+    return {key: value.item() if isinstance(value, np.generic) else value
+            for key, value in values.items()}
+
+
+def merge_parts(part_paths, path, metadata, samples, as_part=False, fidelity=None):
     """Concatenates part files, in sample order, into one cache file, atomically.
 
     Args:
@@ -743,6 +762,10 @@ def merge_parts(part_paths, path, metadata, samples):
         metadata: the settings every part must have been made with.
         samples: `(start, stop, total)`: the range the parts must tile, without
             gaps or overlaps.
+        as_part: write a part even when `samples` is the whole split (a shard
+            file, which `--merge` expects to be a part).
+        fidelity: a dict of `FIDELITY_ATTRS` for the file; None copies the
+            first part's.
 
     Returns:
         A `CacheInfo` of the written file.
@@ -766,7 +789,7 @@ def merge_parts(part_paths, path, metadata, samples):
     _check_coverage(ranges, start, stop, total)
     if not ranges:
         raise CacheError(f"Expected at least one part to merge into {path}. Received: none.")
-    whole = (start, stop) == (0, total)
+    whole = (start, stop) == (0, total) and not as_part
     with contextlib.ExitStack() as stack:
         writer = None
         for _, part in ranges:
@@ -774,9 +797,12 @@ def merge_parts(part_paths, path, metadata, samples):
                 _check_header(f, part)
                 labels, filenames, names, skipped, views = _read_rows(f, part)
                 if writer is None:
+                    if fidelity is None:
+                        fidelity = {key: _text(f.attrs[key]) for key in FIDELITY_ATTRS
+                                    if key in f.attrs}
                     writer = stack.enter_context(CacheWriter(
                         path, metadata, names, f["features"].shape[1:],
-                        samples=None if whole else samples))
+                        samples=None if whole else samples, fidelity=fidelity))
                     first = (names, f["features"].shape[1:])
                 elif (names, f["features"].shape[1:]) != first:
                     raise _corrupt(part, f"the class names and feature shape of {ranges[0][1]}")

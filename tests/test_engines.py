@@ -14,9 +14,9 @@ from features import extraction
 from features import networks
 from pipeline import cache
 
-CPU = engines.Device("cpu", 1, False, False, "cpu (no bf16 units)")
-AMX_CPU = engines.Device("cpu", 1, True, False, "cpu (amx_bf16)")
-GPU = engines.Device("gpu", 2, True, True, "2 gpus (compute capability 8.0)")
+CPU = engines.Device("cpu", 1, False, "cpu (no bf16 units)")
+AMX_CPU = engines.Device("cpu", 1, True, "cpu (amx_bf16)")
+GPU = engines.Device("gpu", 2, True, "2 gpus (compute capability 8.0)")
 needs_openvino = pytest.mark.skipif(not engines.openvino_installed(), reason="openvino not installed")
 
 
@@ -41,10 +41,11 @@ def test_cpu_flags_and_device(tmp_path):
 
 
 @pytest.mark.parametrize("device", [CPU, AMX_CPU, GPU])
-def test_auto_precision_is_float32(device):
-    # bfloat16 moved head accuracy by more than 0.5 points (benchmarks/precision.py).
-    assert engines.resolve_precision("auto", device) == "float32"
+def test_precision_resolution_leaves_auto_to_the_measurement(device):
+    # features.precision.select resolves auto by measurement (tests/test_precision.py).
+    assert engines.resolve_precision("auto", device) == "auto"
     assert engines.resolve_precision("bfloat16", device) == "bfloat16"
+    assert engines.resolve_precision("int8", device, "openvino") == "int8"
 
 
 def test_no_gpu_driver_means_no_tensorflow_import(monkeypatch, tmp_path):
@@ -65,8 +66,11 @@ def test_precision_errors():
                                                   r"Received it on cpu \(no bf16 units\)"):
         engines.resolve_precision("float16", CPU)
     with pytest.raises(engines.EngineError, match=r"Expected --precision to be one of auto, float32, "
-                                                  r"bfloat16, float16. Received: 'fp8'"):
+                                                  r"bfloat16, int8, float16. Received: 'fp8'"):
         engines.resolve_precision("fp8", CPU)
+    with pytest.raises(engines.EngineError, match=r"Expected --precision=int8 with --engine=openvino "
+                                                  r"\(on a CPU\). Received: engine keras on cpu"):
+        engines.resolve_precision("int8", CPU, "keras")
 
 
 def test_engine_resolution(monkeypatch):
@@ -78,7 +82,8 @@ def test_engine_resolution(monkeypatch):
         engines.resolve_engine("openvino", GPU)
     monkeypatch.setattr(engines, "openvino_installed", lambda: False)
     assert engines.resolve_engine("auto", CPU) == "keras"
-    with pytest.raises(engines.EngineError, match=r"pip install 'bottleneck-cache\[openvino\]'"):
+    with pytest.raises(engines.EngineError, match=r"Expected the openvino package.*pip install "
+                                                  r"openvino nncf, or use --engine=keras"):
         engines.resolve_engine("openvino", CPU)
     with pytest.raises(engines.EngineError, match="Expected --engine to be one of auto, keras"):
         engines.resolve_engine("tensorrt", CPU)
@@ -171,9 +176,9 @@ _MIRRORED = textwrap.dedent("""
     from features import engines
     from tests.test_engines import small_network, KEY
     build, batch = small_network()
-    single = engines.Device("cpu", 1, False, False, "cpu")
+    single = engines.Device("cpu", 1, False, "cpu")
     # Two logical CPUs stand in for two GPUs: the same MirroredStrategy code path.
-    two = engines.Device("gpu", 2, False, False, "2 logical cpus", ("/cpu:0", "/cpu:1"))
+    two = engines.Device("gpu", 2, False, "2 logical cpus", ("/cpu:0", "/cpu:1"))
     strategy = engines._strategy(two)
     reference = engines.create_engine("keras", "float32", single, build, KEY)(batch[:5])
     out = {"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync}
@@ -214,7 +219,9 @@ def test_cache_records_engine_and_precision(folder_dataset, tmp_path):
     metadata = cache.read_metadata(auto[0].path)[0]
     device = engines.detect_device()
     assert metadata.engine == engines.resolve_engine("auto", device)
-    assert metadata.precision == engines.resolve_precision("auto", device)
+    # Too few images for the measurement to pay: auto stays float32, exactly.
+    assert metadata.precision == "float32"
+    assert cache.read_fidelity(auto[0].path) == {"fidelity": "exact"}
 
 
 @needs_openvino
