@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from classifiers import predict
+from features import alexnet  # pylint: disable=unused-import  (registers AlexNet's LRN layer)
 from pipeline import files
 
 _PACKAGE = "bottleneck_cache"

@@ -32,6 +32,9 @@ class NetworkSpec:
         input_size: default (ImageNet) input side, in pixels.
         min_input_size: smallest input side Keras accepts.
         feature_dim: channels of the pooled (`avg` or `max`) features.
+        constructor_module: the module holding the constructor: `keras.applications`,
+            or this package's own (e.g. `features.alexnet`), which may also
+            offer `load_npy_weights(model, path)` for `.npy` weights files.
     """
 
     name: str
@@ -40,11 +43,12 @@ class NetworkSpec:
     input_size: int
     min_input_size: int
     feature_dim: int
+    constructor_module: str = "keras.applications"
 
     @property
     def constructor(self):
         """The Keras constructor, e.g. `keras.applications.MobileNetV2`."""
-        return getattr(importlib.import_module("keras.applications"), self.constructor_name)
+        return getattr(importlib.import_module(self.constructor_module), self.constructor_name)
 
     @property
     def preprocess_input(self):
@@ -147,6 +151,8 @@ def _registry():
         _spec("convnext_base", "ConvNeXtBase", "convnext", 224, 1024),
         _spec("convnext_large", "ConvNeXtLarge", "convnext", 224, 1536),
         _spec("convnext_xlarge", "ConvNeXtXLarge", "convnext", 224, 2048),
+        # Caffe's BVLC AlexNet as the Udacity lab ran it (features/alexnet.py); Caffe preprocessing.
+        NetworkSpec("alexnet", "AlexNet", "vgg16", 227, 57, 256, constructor_module="features.alexnet"),
     ]
     efficientnet = [(224, 1280), (240, 1280), (260, 1408), (300, 1536),
                     (380, 1792), (456, 2048), (528, 2304), (600, 2560)]
@@ -291,12 +297,18 @@ def _construct(spec, weights, include_top, pooling, input_size):
         kwargs["pooling"] = None if pooling == "none" else pooling
     try:
         model = spec.constructor(**kwargs)
+    except NetworkError:  # Our own constructors' messages say what to do.
+        raise
     except Exception as error:  # Keras raises a bare Exception on a failed download.
         if weights == "imagenet" and "URL fetch failure" in str(error):
             raise _download_error(spec, error) from None
         raise NetworkError(f"Could not build {spec.constructor_name}: {error}") from None
     if weights not in ("imagenet", "none"):
-        _load_weights_file(model, spec, weights, include_top)
+        module = importlib.import_module(spec.constructor_module)
+        if weights.lower().endswith(".npy") and hasattr(module, "load_npy_weights"):
+            module.load_npy_weights(model, weights)
+        else:
+            _load_weights_file(model, spec, weights, include_top)
     return model
 
 

@@ -81,10 +81,10 @@ def test_extra_arguments_are_rejected(module):
 
 def test_bad_input_is_one_message_and_exit_1(folder_dataset, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        run_extract(capsys, network="alexnet", dataset_dir=folder_dataset, output_dir=str(tmp_path))
+        run_extract(capsys, network="googlenet", dataset_dir=folder_dataset, output_dir=str(tmp_path))
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
-    assert err.startswith("extract_features: error: Unknown network 'alexnet'. Expected one of:")
+    assert err.startswith("extract_features: error: Unknown network 'googlenet'. Expected one of:")
     assert len(err.strip().splitlines()) == 1
     assert os.listdir(tmp_path) == ["shapes"]
 

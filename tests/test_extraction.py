@@ -217,7 +217,7 @@ def test_all_images_bad_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(network="alexnet"), "Unknown network 'alexnet'"),
+    (dict(network="googlenet"), "Unknown network 'googlenet'"),
     (dict(batch_size=0), r"Expected batch_size >= 1. Received: batch_size=0"),
     (dict(per_class=0), r"Expected per_class >= 1 \(or unset for all\). Received: per_class=0"),
     (dict(dataset="my/data"), r"Expected --dataset to be letters, digits.*Received: dataset='my/data'"),
