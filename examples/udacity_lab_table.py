@@ -35,6 +35,14 @@ Data: ../shared/data/cifar10-mini and ../shared/data/gtsrb-mini (beside the
 checkout; see ../shared/data/README.md), or pass --data_dir. Everything is
 written under --output_dir (caches, one folder per head, results.md with the
 tables); running the same command again reuses the caches.
+
+From the lab's own files: with --from_pickles=DIR, the table is made from the
+lab's precomputed bottleneck pickles in DIR
+({network}_{dataset}[_{N}]_bottleneck_features_{train,validation}.p, e.g.
+vgg_cifar10_100_bottleneck_features_train.p), read directly as caches (with a
+data-only unpickler: no code in them runs); stage one is skipped:
+
+  .venv/bin/python examples/udacity_lab_table.py --from_pickles=~/lab/bottlenecks
 """
 
 import os
@@ -73,6 +81,9 @@ _HEADS = flags.DEFINE_list("heads", ["softmax", "logreg"], "Heads to train on ev
 _PER_CLASS = flags.DEFINE_integer("per_class", 100, "Training images per class.", lower_bound=1)
 _EPOCHS = flags.DEFINE_integer("epochs", 50, "Epochs of the Keras heads (the lab's 50).",
                                lower_bound=1)
+_FROM_PICKLES = flags.DEFINE_string(
+    "from_pickles", None, "Folder of the lab's bottleneck pickles "
+    "(*_bottleneck_features_{train,validation}.p): make the table from them, skipping extraction.")
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", os.path.join(tempfile.gettempdir(), "bottleneck-cache-examples",
                                "udacity_lab_table"),
@@ -97,6 +108,41 @@ def _weights(network, weights_dir):
     return path if os.path.isfile(path) else "imagenet"
 
 
+def _table_from_pickles(folder, output, settings):
+    """The lab's table from its own pickles: every head on every train/validation pair in `folder`."""
+    from classifiers import batch  # pylint: disable=g-import-not-at-top
+    from pipeline import cache  # pylint: disable=g-import-not-at-top
+
+    folder = os.path.abspath(os.path.expanduser(folder))
+    try:
+        trains = batch.expand_files(os.path.join(folder, "*_bottleneck_features_train.p"), "from_pickles")
+        validations = batch.expand_files(os.path.join(folder, "*_bottleneck_features_validation.p"),
+                                         "from_pickles")
+        pairs = batch.pair_caches(trains, validations)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    started = time.perf_counter()
+    rows = batch.run_jobs(batch.make_jobs(pairs, settings), os.path.join(output, "runs"))
+    seconds = time.perf_counter() - started
+    cells, columns, networks = {}, {}, {}
+    for row in rows:
+        metadata, _ = cache.read_metadata(row["training_file"])
+        column = (f"{metadata.dataset} ({metadata.per_class}/class)" if metadata.per_class
+                  else metadata.dataset)
+        columns[column] = networks[metadata.network] = None
+        cells[metadata.network, column, row["head"]] = (
+            "failed" if row.get("error") else f"{row['val_accuracy']:.3f}")
+    table = common.markdown_table(
+        ["network", "head", *(f"{column} val accuracy" for column in columns)],
+        [(network, head, *(cells.get((network, column, head), "") for column in columns))
+         for network in networks for head in _HEADS.value])
+    common.write_results(output, (
+        f"Validation accuracy on the lab's bottleneck pickles in {folder} (Keras heads "
+        f"{_EPOCHS.value} epochs, Adam 1e-3, batch 256; {len(rows)} heads in {seconds:.1f} s):\n\n"
+        f"{table}\n"))
+    print(f"Heads and results.md: {output}")
+
+
 def main(argv):
     common.start(argv)
     from classifiers import batch  # pylint: disable=g-import-not-at-top
@@ -104,6 +150,13 @@ def main(argv):
     from features import extraction  # pylint: disable=g-import-not-at-top
 
     output = common.output_dir(_OUTPUT_DIR.value)
+    if _FROM_PICKLES.value:
+        try:
+            settings = batch.sweep(training.HeadSettings(epochs=_EPOCHS.value), head=_HEADS.value)
+        except ValueError as error:
+            raise app.UsageError(str(error)) from None
+        _table_from_pickles(_FROM_PICKLES.value, output, settings)
+        return
     data_dir = os.path.abspath(_DATA_DIR.value)
     _check_paths(data_dir)
     try:
