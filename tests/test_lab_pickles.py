@@ -240,3 +240,20 @@ def test_import_pickle_command(lab_pair, tmp_path, capsys):
             import_pickle.main(["import_pickle"])
     assert exit_info.value.code == 1
     assert "import_pickle: error: Expected the output cache to be a new file" in capsys.readouterr().err
+
+
+def test_the_labs_exact_command(lab_pair, tmp_path, capsys, monkeypatch):
+    """`feature_extraction --training_file vgg_cifar10_100_…_train.p --validation_file vgg_cifar10_…_validation.p`."""
+    from absl import flags
+    from absl.testing import flagsaver
+
+    from bin import feature_extraction
+
+    flags.FLAGS.mark_as_parsed()
+    monkeypatch.chdir(os.path.dirname(lab_pair[0]))
+    with flagsaver.as_parsed(training_file=TRAIN, validation_file=VALIDATION, epochs="2"):
+        feature_extraction.main(["feature_extraction"])
+    out = capsys.readouterr().out
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out
+    assert "head=softmax  classes=10  train=40  validation=20  features=(8,)" in out
+    assert "val_accuracy=" in out
