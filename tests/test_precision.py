@@ -264,3 +264,27 @@ def test_int8_and_auto_caches_record_their_fidelity(larger_dataset, tmp_path, mo
                                         **options)
     assert all(result.reused for result in again)
     assert sorted(os.listdir(store / "measurements")) == sorted(measurements)
+
+
+def test_fidelity_survives_parts_and_merges(tmp_path):
+    from tests.test_cache import make_metadata  # pylint: disable=g-import-not-at-top
+
+    metadata = make_metadata(precision="int8")
+    measured_attrs = precisions.Fidelity(False, 0.9995, 0.991, 0.98, 64).to_attrs()
+    parts = []
+    for start, stop in ((0, 2), (2, 4)):
+        part = str(tmp_path / f"part-{start}.h5")
+        with cache.CacheWriter(part, metadata, ["a", "b"], (3,), samples=(start, stop, 4),
+                               fidelity=measured_attrs) as writer:
+            writer.append(np.ones((2, 3), np.float32), np.array([0, 1]),
+                          [f"x{start}", f"x{start + 1}"])
+            writer.commit()
+        parts.append(part)
+    copied = str(tmp_path / "copied.h5")
+    cache.merge_parts(parts, copied, metadata, (0, 4, 4))
+    assert cache.read_fidelity(copied) == measured_attrs
+    given = str(tmp_path / "given.h5")
+    cache.merge_parts(parts, given, metadata, (0, 4, 4), fidelity={"fidelity": "exact"})
+    assert precisions.Fidelity.from_attrs(cache.read_fidelity(given)) == precisions.EXACT
+    # The fidelity is a measurement, not a setting: the fingerprint does not cover it.
+    assert cache.read_metadata(copied)[1] == cache.read_metadata(given)[1]
