@@ -1,8 +1,12 @@
 """What the command-line entry points share: quiet start-up and clean errors."""
 
+import atexit
 import os
+import re
 import signal
 import sys
+import threading
+import warnings
 
 from absl import app
 from absl import flags
@@ -34,8 +38,10 @@ OUTPUT_DIR = flags.DEFINE_string(
 OUTPUT = flags.DEFINE_string(
     "output", None, "The .keras file to write (export_model, transfer_weights).")
 OVERWRITE = flags.DEFINE_boolean(
-    "overwrite", False, "Replace what is there: caches made with other settings "
-    "(extract_features), an existing --output_dir (fine_tune) or --output (transfer_weights).")
+    "overwrite", False, "Replace an earlier output of this tool: caches made with other settings "
+    "(extract_features), an existing --output_dir (fine_tune), --output (export_model, "
+    "transfer_weights) or --saved_model_dir (export_model). A path this tool did not write is "
+    "never replaced.")
 DATASET_DIR = flags.DEFINE_string(
     "dataset_dir", None, "Dataset folder or file (for fine_tune: the one given to "
     "extract_features). Default: scikit-learn's bundled digits.")
@@ -57,15 +63,14 @@ LEARNING_RATE = flags.DEFINE_list(
 
 
 def start(argv):
-    """What every command's `main` does first: refuse stray arguments, quiet TensorFlow.
+    """What every command's `main` does first: refuse stray arguments.
 
     Raises:
         app.UsageError: positional arguments were given (the commands take flags only).
     """
     if len(argv) > 1:
-        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}")
-    # Hides TensorFlow's C++ start-up chatter unless the user asked for it.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        raise app.UsageError(f"Too many command-line arguments: {' '.join(argv[1:])}. Expected "
+                             "flags only (--name=value)")
 
 
 def call(command, function, **kwargs):
@@ -91,29 +96,126 @@ def call(command, function, **kwargs):
         raise SystemExit(1) from None
 
 
-def _exit_on_sigterm(signum, frame):
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption or time limit), unwinding like Ctrl-C."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
     del frame  # Unused.
-    raise SystemExit(128 + signum)
+    raise Interrupted(signum)
 
 
-def run(main, module, required):
+# C++ log lines TensorFlow and its libraries print on every run (oneDNN notices, "no CUDA
+# drivers", the cuInit error of a machine without a GPU, absl's pre-initialization warning).
+# They go straight to file descriptor 2, past Python, and no environment variable silences
+# all of them (TF_CPP_MIN_LOG_LEVEL does not reach the lines logged before absl starts), so
+# a thread filters what reaches the terminal. Python's own log lines (`….py:N]`) pass.
+_NATIVE_NOISE = re.compile(
+    rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|[IW]\d{4} [\d:. ]+\d+ [\w./-]+\.(cc|h|cpp):\d+\]"
+    rb"|E\d{4} [\d:. ]+\d+ [\w./-]+\.(cc|h|cpp):\d+\] .*(cuInit|CUDA|cuda))")
+# Set to 1 to see them, and library warnings, without --verbosity.
+VERBOSE_ENV = "BOTTLENECK_CACHE_VERBOSE"
+
+
+def _forward(read_fd, write_fd):
+    """Copies `read_fd` to `write_fd`, leaving out whole lines of native start-up noise."""
+    pending = b""
+    while True:
+        chunk = os.read(read_fd, 65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        kept = [line + b"\n" for line in lines if not _NATIVE_NOISE.match(line.lstrip(b"\r"))]
+        # A partial line that cannot be noise (a progress bar's "\r…") goes out at once.
+        if pending and not re.match(rb"^(W|I|E|WA|WAR|WARN|WARNI|WARNIN|WARNING|WARNING:|[IWE]\d)",
+                                    pending):
+            kept.append(pending)
+            pending = b""
+        if kept:
+            os.write(write_fd, b"".join(kept))
+    if pending:
+        os.write(write_fd, pending)
+
+
+def quiet_start_up():
+    """Keeps TensorFlow's native start-up lines and library warnings from the user.
+
+    Unless `--verbosity` is 1 or more (`-v 1`) or `$BOTTLENECK_CACHE_VERBOSE` is
+    set: then everything is shown as it comes. Python warnings go to the debug
+    log instead of the terminal.
+    """
+    if logging.get_verbosity() >= 1 or os.environ.get(VERBOSE_ENV):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.showwarning = (lambda message, category, filename, lineno, file=None, line=None:
+                            logging.debug("%s:%d: %s: %s", filename, lineno, category.__name__,
+                                          message))
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    thread = threading.Thread(target=_forward, args=(read_fd, terminal), daemon=True)
+    thread.start()
+
+    def restore():
+        sys.stderr.flush()
+        os.dup2(terminal, 2)  # Closes the pipe's last writer here: the thread reads to the end.
+        thread.join(timeout=2)
+
+    atexit.register(restore)
+
+
+def _with_clean_exits(main, command, interrupted):
+    """Wraps `main`: quiet start-up, one line for Ctrl-C / SIGTERM, concise usage errors."""
+
+    def wrapped(argv):
+        quiet_start_up()
+        try:
+            return main(argv)
+        except app.UsageError as error:
+            print(f"{command}: error: {error}. Run {command} --help to see its usage.",
+                  file=sys.stderr)
+            raise SystemExit(1) from None
+        except KeyboardInterrupt as error:
+            signum = getattr(error, "signum", signal.SIGINT)
+            what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+            print(f"{command}: {what}. {interrupted}", file=sys.stderr)
+            raise SystemExit(128 + signum) from None
+
+    return wrapped
+
+
+def run(main, module, required,
+        interrupted="Outputs are written only when complete: nothing was left half-written."):
     """Runs a command's `main` under absl, as `python -m bin.X` or as a console script.
 
     A console script's `__main__` is a generated stub, so absl's `--help` would
     show neither the command's docstring nor its flags; they are lent to it here.
+    Ctrl-C and SIGTERM end the command with one line, `interrupted`, and exit
+    130 / 143; a usage error (e.g. a stray argument) is one line and exit 1.
 
     Args:
         main: the command's `main(argv)`.
         module: the command's module.
         required: names of the flags that must be given.
+        interrupted: what an interrupt leaves behind and how to go on, e.g.
+            "Finished checkpoints were kept; run the same command to resume."
     """
     # A scheduler's SIGTERM (preemption, a time limit) unwinds like Ctrl-C, so that
     # temporary files are removed and finished caches stay as they are.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     main_module = sys.modules["__main__"]
     if main_module is not module:
         main_module.__doc__ = module.__doc__
         for flag in flags.FLAGS.get_key_flags_for_module(module.__name__):
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     flags.mark_flags_as_required(required)
-    app.run(main)
+    command = os.path.splitext(os.path.basename(module.__file__))[0]  # Also under `python -m`.
+    app.run(_with_clean_exits(main, command, interrupted))

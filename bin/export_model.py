@@ -21,6 +21,9 @@ custom layers, so no custom_objects are needed):
 With --saved_model_dir, a TensorFlow SavedModel is written there too (endpoint
 "serve"), for TF Serving or converters; it needs no Python code of this package.
 A head extracted with --weights=PATH needs the same file here (--weights=PATH).
+An existing --output (a .keras file) or --saved_model_dir (a SavedModel folder
+written by export_model) is replaced only with --overwrite; anything else there
+is refused.
 """
 
 import sys
@@ -35,6 +38,7 @@ _SAVED_MODEL_DIR = flags.DEFINE_string(
 flags.declare_key_flag("output")
 flags.declare_key_flag("head_dir")
 flags.declare_key_flag("weights")
+flags.declare_key_flag("overwrite")
 
 
 def main(argv):
@@ -52,13 +56,15 @@ def main(argv):
         output=cli.OUTPUT.value,
         saved_model_dir=_SAVED_MODEL_DIR.value,
         weights=cli.WEIGHTS.value,
+        overwrite=cli.OVERWRITE.value,
     )
     print(export.format_summary(result))
 
 
 def run():
     """The `export_model` console script."""
-    cli.run(main, sys.modules[__name__], required=["head_dir", "output"])
+    cli.run(main, sys.modules[__name__], required=["head_dir", "output"],
+            interrupted="--output and --saved_model_dir were left as they were.")
 
 
 if __name__ == "__main__":

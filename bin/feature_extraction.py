@@ -95,7 +95,9 @@ def main(argv):
 
 def run():
     """The `feature_extraction` console script."""
-    cli.run(main, sys.modules[__name__], required=["training_file", "validation_file"])
+    cli.run(main, sys.modules[__name__], required=["training_file", "validation_file"],
+            interrupted="The output folder of the head being trained was left as it was (a "
+            "batch keeps its finished jobs); run the same command again.")
 
 
 if __name__ == "__main__":

@@ -108,7 +108,8 @@ def main(argv):
 
 def run():
     """The `fine_tune` console script."""
-    cli.run(main, sys.modules[__name__], required=["head_dir"])
+    cli.run(main, sys.modules[__name__], required=["head_dir"],
+            interrupted="--output_dir was left as it was; run the same command again.")
 
 
 if __name__ == "__main__":

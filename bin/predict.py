@@ -64,7 +64,8 @@ def main(argv):
 
 def run():
     """The `predict` console script."""
-    cli.run(main, sys.modules[__name__], required=["head_dir", "inputs"])
+    cli.run(main, sys.modules[__name__], required=["head_dir", "inputs"],
+            interrupted="Nothing was written but the images already in --dump_dir.")
 
 
 if __name__ == "__main__":

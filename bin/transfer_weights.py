@@ -52,7 +52,8 @@ def main(argv):
 
 def run():
     """The `transfer_weights` console script."""
-    cli.run(main, sys.modules[__name__], required=["source", "target", "output"])
+    cli.run(main, sys.modules[__name__], required=["source", "target", "output"],
+            interrupted="--output was left as it was.")
 
 
 if __name__ == "__main__":

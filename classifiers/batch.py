@@ -14,6 +14,7 @@ import os
 
 from classifiers import training
 from pipeline import cache
+from pipeline import files
 
 # What a training and a validation cache must share to be paired.
 _PAIR_KEY = ("network", "weights", "weights_sha256", "layer", "pooling", "input_size",
@@ -287,5 +288,11 @@ def train_heads(training_file, validation_file, head=("softmax",), learning_rate
         results = training.train_head(job.training_file, job.validation_file,
                                       **dataclasses.asdict(job.settings), output_dir=output_dir)
         return [{"job": job.name, **results}], training.format_summary(results)
-    rows = run_jobs(jobs, output_dir or "runs", log=log)
+    root = output_dir or "runs"
+    cache_files = [path for pair in pairs for path in pair]
+    files.check_output_dir(root, "--output_dir", inputs=cache_files)
+    for job in jobs:  # Every job folder is checked before the first job trains.
+        files.check_output_dir(os.path.join(root, job.name), "--output_dir", inputs=cache_files)
+    files.claim_directory(root, "--output_dir", inputs=cache_files, command="feature_extraction")
+    rows = run_jobs(jobs, root, log=log)
     return rows, format_summary(rows)

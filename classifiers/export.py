@@ -10,7 +10,9 @@ arrays are cast), shaped `(batch, height, width, 3)`, and does in-graph what
    images) and applies the network's own `keras.applications.<module>.
    preprocess_input`;
 3. the frozen network (same weights, layer and pooling as the caches);
-4. the trained head (a `logreg` head becomes an equivalent `Dense` softmax);
+4. the trained head, built from `head.npz` (`classifiers.head_format.to_keras`:
+   its standardization folded exactly into the first `Dense` layer); an older
+   `head.joblib` `logreg` becomes an equivalent `Dense` softmax;
 5. `ClassNames`: an identity layer whose config carries the class names.
 
 It returns `(batch, num_classes)` probabilities. The two custom layers are
@@ -178,28 +180,13 @@ def build_export_model(head_dir, weights=None):
     return model, config
 
 
-def _save_keras_atomically(model, output):
-    """Saves `model` to `output` through a temporary file beside it."""
-    parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
-    temporary = os.path.join(parent, f".{os.path.basename(output)}.{os.getpid()}.tmp.keras")
-    try:
-        model.save(temporary)
-        os.replace(temporary, output)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def _write_saved_model(model, saved_model_dir):
+def _write_saved_model(model, saved_model_dir, inputs, overwrite):
     """Writes `model` as a TensorFlow SavedModel to `saved_model_dir`, atomically."""
     from absl import logging  # pylint: disable=g-import-not-at-top
 
-    umask = os.umask(0)
-    os.umask(umask)
     verbosity = logging.get_verbosity()
-    with files.atomic_directory(saved_model_dir) as staging:
-        os.chmod(staging, 0o777 & ~umask)  # A temporary folder is private; the result need not be.
+    with files.atomic_directory(saved_model_dir, "--saved_model_dir", inputs, overwrite,
+                                command="export_model") as staging:
         # TensorFlow logs a dozen INFO lines per export through absl.
         logging.set_verbosity(logging.WARNING)
         try:
@@ -208,7 +195,7 @@ def _write_saved_model(model, saved_model_dir):
             logging.set_verbosity(verbosity)
 
 
-def export_model(head_dir, output, saved_model_dir=None, weights=None):
+def export_model(head_dir, output, saved_model_dir=None, weights=None, overwrite=False):
     """Writes a trained head and its frozen network as one Keras model for raw images.
 
     See the module docstring for what the model does. `output` is replaced
@@ -223,6 +210,8 @@ def export_model(head_dir, output, saved_model_dir=None, weights=None):
             endpoint maps float32 images to probabilities.
         weights: for a head extracted with a weights file, that file (checked
             by SHA-256).
+        overwrite: replace an existing `output` (a `.keras` file) and
+            `saved_model_dir` (a SavedModel folder this command wrote).
 
     Returns:
         A dict: `output`, `saved_model_dir`, `class_names`, `input_size`, `network`, `head`.
@@ -236,15 +225,16 @@ def export_model(head_dir, output, saved_model_dir=None, weights=None):
             f"Expected --output to be a .keras file. Received: {output!r}. Pass e.g. "
             "--output=model.keras (and --saved_model_dir=DIR for a TensorFlow SavedModel)."
         )
-    if saved_model_dir and os.path.isfile(saved_model_dir):
-        raise ValueError(
-            f"Expected --saved_model_dir to be a folder. Received: {saved_model_dir!r}, a file. "
-            "Pass a folder path."
-        )
-    model, config = build_export_model(head_dir, weights)
-    _save_keras_atomically(model, output)
+    inputs = (head_dir, weights if weights not in (None, "imagenet", "none") else None)
+    files.check_output_file(output, "--output", inputs, overwrite, files.is_keras_archive)
     if saved_model_dir:
-        _write_saved_model(model, saved_model_dir)
+        files.check_output_dir(saved_model_dir, "--saved_model_dir", (*inputs, output),
+                               overwrite=overwrite)
+    model, config = build_export_model(head_dir, weights)
+    with files.atomic_file(output, "--output", inputs, overwrite, files.is_keras_archive) as temporary:
+        model.save(temporary)
+    if saved_model_dir:
+        _write_saved_model(model, saved_model_dir, (*inputs, output), overwrite)
     return {"output": output, "saved_model_dir": saved_model_dir,
             "class_names": list(config["class_names"]), "input_size": list(config["input_size"]),
             "network": config["network"], "head": config["head"]}

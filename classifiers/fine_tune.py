@@ -550,14 +550,8 @@ def fine_tune(head_dir, dataset_dir=None, output_dir=None, unfreeze_from=None, u
     predict.resolve_weights(config, weights)  # Fails before any slow work.
     metrics = _read_head_metrics(head_dir)
     output_dir = output_dir or default_output_dir(head_dir)
-    if os.path.abspath(output_dir) == os.path.abspath(head_dir):
-        raise ValueError(f"Expected --output_dir to be another folder than --head_dir. Received: "
-                         f"{output_dir!r} for both.")
-    if os.path.exists(output_dir) and not overwrite:
-        raise ValueError(
-            f"Expected a new --output_dir. Received: {output_dir!r}, which exists. Pass --overwrite "
-            "to replace it, or choose another --output_dir."
-        )
+    inputs = (head_dir, dataset_dir, weights if weights not in (None, "imagenet", "none") else None)
+    files.check_output_dir(output_dir, "--output_dir", inputs, overwrite)
     data = _training_data(head_dir, config, metrics)
     seed = data.seed if seed is None else int(seed)
     splits = _load_splits(data, dataset_dir, dataset_format, validation_split, allow_pickle)
@@ -582,7 +576,8 @@ def fine_tune(head_dir, dataset_dir=None, output_dir=None, unfreeze_from=None, u
     logging.info("Fine-tuning %s from layer %s on (%d layers with weights) with %d training and %d "
                  "validation images.", network.name, unfrozen_from, num_trainable,
                  len(splits["train"]), len(splits["validation"]))
-    with files.atomic_directory(output_dir) as staging:
+    with files.atomic_directory(output_dir, "--output_dir", inputs, overwrite,
+                                command="fine_tune") as staging:
         # The end-to-end model before any step: the frozen-feature head's accuracy, unless the
         # images or their preprocessing differ from the caches'.
         start_logs = model.evaluate(validation, verbose=0, return_dict=True)

@@ -23,6 +23,7 @@ from absl import logging
 
 from features import networks
 from pipeline import datasets
+from pipeline import files
 
 # What extraction itself uses to list a folder's images and decode one (shared, not copied).
 _image_files = datasets._image_files  # pylint: disable=protected-access
@@ -183,8 +184,17 @@ def build_network(config, weights=None):
 
 
 def load_head(head_dir, config):
-    """Loads the trained head: a `keras.Model`, or the scikit-learn pipeline of `logreg`."""
+    """Loads the trained head as a `keras.Model`, or the scikit-learn pipeline of an older `logreg`.
+
+    `head.npz` (`classifiers.head_format`) becomes a Keras model with the
+    standardization folded into its first layer; `head.keras` and `head.joblib`,
+    written by earlier versions, load as they were saved.
+    """
     path = os.path.join(head_dir, config["head_file"])
+    if config["head_file"].endswith(".npz"):
+        from classifiers import head_format  # pylint: disable=g-import-not-at-top
+
+        return head_format.to_keras(head_format.load(path))
     try:
         if config["head_file"].endswith(".joblib"):
             import joblib  # pylint: disable=g-import-not-at-top
@@ -306,6 +316,8 @@ def predict(head_dir, inputs, weights=None, top_k=5, dump_dir=None, dump_count=2
             not the head's, or no image that could be decoded.
     """
     _check_options(top_k, dump_count, batch_size)
+    if dump_dir:  # Only ever adds files there (never over one): it must be a writable folder.
+        files.check_writable_dir(dump_dir, "--dump_dir")
     config = read_head_config(head_dir)
     resolve_weights(config, weights)  # Fails before any slow work.
     paths = find_images(inputs)

@@ -21,9 +21,10 @@ keep their own (e.g. freshly initialized) weights, and the report says why.
 
 import dataclasses
 import os
-import tempfile
 
 import keras
+
+from pipeline import files
 
 MATCH_MODES = ("name", "position")
 _LOADABLE_EXTENSIONS = (".keras", ".h5", ".hdf5")
@@ -230,44 +231,22 @@ def _load_model(path, role):
         ) from error
 
 
-def _check_output(output_path, overwrite):
-    """Raises `ValueError` for an output that is not `.keras`, or exists without `overwrite`."""
+def _check_output(output_path, inputs, overwrite):
+    """Raises `ValueError` for an output that is not `.keras`, is an input, or exists without
+    `overwrite` (see `pipeline.files.check_output_file`)."""
     if not str(output_path).endswith(".keras"):
         raise ValueError(
             f"Expected --output to be a .keras file. Received: {output_path!r}. Pass e.g. "
             "--output=model.keras."
         )
-    if os.path.exists(output_path) and not overwrite:
-        raise ValueError(
-            f"Expected --output to be a new file. Received: {output_path!r}, which exists. Pass "
-            "--overwrite to replace it, or choose another path."
-        )
-
-
-def _save_atomically(model, output_path):
-    """Saves `model` to `output_path` through a temporary `.keras` file beside it."""
-    parent = os.path.dirname(os.path.abspath(output_path))
-    os.makedirs(parent, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(output_path)}.", suffix=".tmp.keras", dir=parent)
-    os.close(fd)
-    try:
-        # mkstemp creates the file 0600; give the model the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        model.save(temporary)
-        os.replace(temporary, output_path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    files.check_output_file(output_path, "--output", inputs, overwrite, files.is_keras_archive)
 
 
 def transfer_weights_file(source_path, target_path, output_path, match="name", overwrite=False):
     """Copies weights between two saved models and saves the target with them to a new file.
 
-    `target_path` itself is not changed (unless it is `output_path`).
-    `output_path` is written atomically: on any failure it is left as it was
+    `target_path` and `source_path` are never changed (an `output_path` that
+    is one of them is refused). `output_path` is written atomically: on any failure it is left as it was
     and no temporary file remains.
 
     Args:
@@ -285,11 +264,14 @@ def transfer_weights_file(source_path, target_path, output_path, match="name", o
             `overwrite`, a file that cannot be loaded, or no layer matches.
     """
     _check_match(match)
-    _check_output(output_path, overwrite)
+    inputs = (source_path, target_path)
+    _check_output(output_path, inputs, overwrite)
     source = _load_model(source_path, "source")
     target = _load_model(target_path, "target")
     report = transfer_weights(source, target, match=match)
-    _save_atomically(target, output_path)
+    with files.atomic_file(output_path, "--output", inputs, overwrite,
+                           files.is_keras_archive) as temporary:
+        target.save(temporary)
     return report
 
 

@@ -10,6 +10,7 @@ from absl.testing import flagsaver
 from bin import feature_extraction
 from classifiers import batch
 from classifiers import training
+from pipeline import files
 from tests.test_training import write_split
 
 flags.FLAGS.mark_as_parsed()
@@ -84,7 +85,7 @@ def test_batch_writes_every_job_and_the_results_table(caches, tmp_path):
     assert len(rows) == 8 and not any(row.get("error") for row in rows)
     assert sorted(os.listdir(output)) == sorted(
         [f"{n}_{d}_{h}" for n in ("vgg16", "resnet50") for d in ("cifar10", "gtsrb")
-         for h in ("softmax", "logreg")] + ["results.csv", "results.md", "results.png"])
+         for h in ("softmax", "logreg")] + ["results.csv", "results.md", "results.png", files.MARKER])
     with open(output / "results.csv") as f:
         table = list(csv.DictReader(f))
     assert {(r["network"], r["dataset"], r["head"]) for r in table} == {
@@ -112,7 +113,7 @@ def test_a_failed_job_does_not_stop_the_others(caches, tmp_path, capsys):
     assert "3 of 4 jobs succeeded." in out
     assert "FAILED vgg16_gtsrb_logreg: ValueError: The training and validation caches differ in class_names" in out
     assert "| vgg16 | head=logreg" in out and "failed" in out
-    assert sorted(p for p in os.listdir(output) if not p.startswith("results")) == [
+    assert sorted(p for p in os.listdir(output) if not p.startswith(("results", "."))) == [
         "resnet50_cifar10_logreg", "resnet50_gtsrb_logreg", "vgg16_cifar10_logreg"]
 
 

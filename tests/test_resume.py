@@ -100,6 +100,26 @@ def test_shards_merge_into_the_unsharded_cache(folder_dataset, tmp_path):
     assert_same_caches(merged, reference)
 
 
+@pytest.mark.parametrize("num_shards", [2, 5, 12, 13])
+def test_shards_of_a_small_split_merge_into_the_unsharded_cache(folder_dataset, tmp_path, num_shards):
+    # Splits smaller than num_shards x the default checkpoint (1024): every shard gets its share,
+    # every shard file is a part (an empty one too, with more shards than samples), and the merge
+    # equals an unsharded run.
+    options = dict(checkpoint_every=1024, batch_size=4)
+    reference = extract(folder_dataset, tmp_path / "reference", **options)
+    output = tmp_path / "sharded"
+    shards = [extract(folder_dataset, output, num_shards=num_shards, shard_index=i, **options)
+              for i in range(num_shards)]
+    counts = [s[0].num_samples for s in shards]
+    assert sum(counts) == 12 and max(counts) - min(counts) <= 4
+    for split in range(2):  # Each split's shard files are parts that tile it, in shard order.
+        ranges = [cache.read_part_header(s[split].path)[1] for s in shards]
+        assert [r[0] for r in ranges[1:]] == [r[1] for r in ranges[:-1]]
+        assert ranges[0][0] == 0 and ranges[-1][1] == ranges[-1][2] == (12, 6)[split]
+    merged = extract(folder_dataset, output, num_shards=num_shards, merge=True, **options)
+    assert_same_caches(merged, reference)
+
+
 def test_merge_refuses_missing_and_mismatched_shards(folder_dataset, tmp_path):
     output = tmp_path / "sharded"
     for i in (0, 2):
@@ -121,12 +141,12 @@ def test_merge_refuses_gaps_and_overlaps(folder_dataset, tmp_path):
     first = extract(folder_dataset, output / "a", num_shards=2, shard_index=0)[0].path
     second = extract(folder_dataset, output / "b", num_shards=2, shard_index=1)[0].path
     metadata, _ = cache.read_metadata(first)
-    # 12 samples in parts of 4: the first shard has [0, 4), the second [4, 12).
-    with pytest.raises(cache.CacheError, match=r"samples \[0, 4\) appear twice"):
+    # 12 samples in batches of 2: the first shard has [0, 6), the second [6, 12).
+    with pytest.raises(cache.CacheError, match=r"samples \[0, 6\) appear twice"):
         cache.merge_parts([first, first, second], str(tmp_path / "x.h5"), metadata, (0, 12, 12))
-    with pytest.raises(cache.CacheError, match=r"parts end at sample 4, so samples \[4, 12\) are missing"):
+    with pytest.raises(cache.CacheError, match=r"parts end at sample 6, so samples \[6, 12\) are missing"):
         cache.merge_parts([first], str(tmp_path / "x.h5"), metadata, (0, 12, 12))
-    with pytest.raises(cache.CacheError, match=r"starts at sample 4, so samples \[0, 4\) are missing"):
+    with pytest.raises(cache.CacheError, match=r"starts at sample 6, so samples \[0, 6\) are missing"):
         cache.merge_parts([second], str(tmp_path / "x.h5"), metadata, (0, 12, 12))
     assert not os.path.exists(tmp_path / "x.h5")
 

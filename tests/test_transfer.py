@@ -1,6 +1,7 @@
 """Tests of `classifiers.transfer` and the `transfer_weights` command: weights between models."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -250,11 +251,12 @@ def test_failed_save_leaves_no_temporary(saved_models, tmp_path, monkeypatch):
 
     monkeypatch.setattr(keras.Model, "save", failing_save)
     output = tmp_path / "out.keras"
-    output.write_bytes(b"older")
+    shutil.copyfile(saved_models["target"], output)  # An older output of this command.
+    older = output.read_bytes()
     with pytest.raises(OSError, match="No space left"):
         transfer.transfer_weights_file(saved_models["source"], saved_models["target"], str(output),
                                        overwrite=True)
-    assert output.read_bytes() == b"older"
+    assert output.read_bytes() == older
     assert sorted(os.listdir(tmp_path)) == ["models", "out.keras"]
 
 
