@@ -257,3 +257,20 @@ def test_the_labs_exact_command(lab_pair, tmp_path, capsys, monkeypatch):
     assert "epoch 1/2" in out.lower() and "epoch 2/2" in out.lower()  # the per-epoch log
     assert "head=softmax  classes=10  train=40  validation=20  features=(8,)" in out
     assert "val_accuracy=" in out
+
+
+def test_import_pickle_help_and_stray_arguments():
+    import subprocess
+    import sys
+
+    from absl import app
+
+    from bin import import_pickle
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "bin.import_pickle", "--help"], cwd=root,
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.startswith("Converts the Udacity lab's bottleneck pickles")
+    assert "--pickles" in result.stdout and "--overwrite" in result.stdout
+    with pytest.raises(app.UsageError, match="Too many command-line arguments: stray"):
+        import_pickle.main(["import_pickle", "stray"])
