@@ -26,7 +26,6 @@ works without `custom_objects`.
 """
 
 import importlib
-import os
 
 import keras
 import numpy as np

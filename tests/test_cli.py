@@ -2,14 +2,18 @@
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from absl import app
 from absl import flags
 from absl.testing import flagsaver
 
+from bin import cli
 from bin import export_model
 from bin import extract_features
 from bin import feature_extraction
@@ -144,3 +148,75 @@ def test_console_scripts_on_digits(tmp_path):
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "validation=360" in result.stdout
+
+
+def test_native_start_up_noise_is_filtered_and_the_rest_passes():
+    noise = [
+        b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        b"I0000 00:00:1795992323.559198    7651 port.cc:153] oneDNN custom operations are on.",
+        b"I0000 00:00:1795992323.559561    7651 cudart_stub.cc:31] Could not find cuda drivers",
+        b"E0000 00:00:1795992335.271694    7882 cuda_platform.cc:52] failed call to cuInit: INTERNAL",
+    ]
+    kept = [b"I1129 22:47:38.361553 139926169897856 extraction.py:569] Wrote x.h5",
+            b"E0000 00:00:1795992335.271694    7882 some_op.cc:52] a real error", b"plain text",
+            b"\rvgg16 train:  50%|#####     | 64/128"]
+    read_fd, write_fd = os.pipe()
+    out_read, out_write = os.pipe()
+    for line in noise[:2] + kept[:2] + noise[2:] + kept[2:3]:
+        os.write(write_fd, line + b"\n")
+    os.write(write_fd, kept[3])  # A progress bar: no newline, yet it must go out.
+    os.close(write_fd)
+    cli._forward(read_fd, out_write)
+    os.close(out_write)
+    with os.fdopen(out_read, "rb") as f:
+        assert f.read() == b"\n".join(kept[:3]) + b"\n" + kept[3]
+
+
+def _interrupted_run(tmp_path, signum):
+    """Starts an extraction, waits for its first checkpoint, sends `signum`; returns the result."""
+    output = tmp_path / "caches"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bin.extract_features", "--network=vgg16", "--weights=none",
+         "--input_size=32", "--engine=keras", "--precision=float32", "--batch_size=8",
+         "--checkpoint_every=16", f"--output_dir={output}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(
+            name.endswith(".h5") for _, _, names in os.walk(output) for name in names):
+        time.sleep(0.2)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    return process.returncode, out, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code, what", [(signal.SIGINT, 130, "interrupted"),
+                                                (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_an_interrupt_is_one_line_and_a_resume_says_so(tmp_path, signum, code, what):
+    returncode, out, err = _interrupted_run(tmp_path, signum)
+    assert returncode == code, err
+    assert "Traceback" not in err
+    assert err.rstrip().splitlines()[-1] == (
+        f"extract_features: {what}. Finished checkpoints are kept beside the caches; run the "
+        "same command again to resume from them.")
+    assert "oneDNN" not in err and "cuInit" not in err
+    if signum == signal.SIGTERM:
+        return  # Resuming is the same after either signal; checked once.
+    resumed = subprocess.run(
+        [sys.executable, "-m", "bin.extract_features", "--network=vgg16", "--weights=none",
+         "--input_size=32", "--engine=keras", "--precision=float32", "--batch_size=8",
+         "--checkpoint_every=16", f"--output_dir={tmp_path / 'caches'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert re.search(r"Resuming .*vgg16_digits_bottleneck_features_train.h5: \d+ of 1437 samples "
+                     r"were extracted by an earlier run", resumed.stderr)
+
+
+def test_a_stray_argument_is_one_line_and_exit_1():
+    result = subprocess.run([_script("feature_extraction"), "--training_file=a",
+                             "--validation_file=b", "stray"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == ("feature_extraction: error: Too many command-line arguments: stray. "
+                             "Expected flags only (--name=value). Run feature_extraction --help to "
+                             "see its usage.\n")
