@@ -192,6 +192,19 @@ def _with_clean_exits(main, command, interrupted):
     return wrapped
 
 
+VERSION = flags.DEFINE_boolean("version", False, "Print the version of bottleneck-cache and exit.")
+
+
+def package_version():
+    """The installed version of bottleneck-cache, or "unknown" when run from a bare checkout."""
+    import importlib.metadata  # pylint: disable=g-import-not-at-top
+
+    try:
+        return importlib.metadata.version("bottleneck-cache")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def run(main, module, required,
         interrupted="Outputs are written only when complete: nothing was left half-written."):
     """Runs a command's `main` under absl, as `python -m bin.X` or as a console script.
@@ -216,6 +229,13 @@ def run(main, module, required,
         main_module.__doc__ = module.__doc__
         for flag in flags.FLAGS.get_key_flags_for_module(module.__name__):
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    flags.mark_flags_as_required(required)
+    flags.FLAGS.register_key_flag_for_module(module.__name__, flags.FLAGS["version"])
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["version"])
     command = os.path.splitext(os.path.basename(module.__file__))[0]  # Also under `python -m`.
+    # What users expect of a command line: -h as --help, --version without the required flags.
+    sys.argv = [sys.argv[0], *("--help" if arg == "-h" else arg for arg in sys.argv[1:])]
+    if "--version" in sys.argv[1:]:
+        print(f"{command} (bottleneck-cache) {package_version()}")
+        raise SystemExit(0)
+    flags.mark_flags_as_required(required)
     app.run(_with_clean_exits(main, command, interrupted))

@@ -10,7 +10,9 @@ a warning and listed; the command fails only if no image could be read.
 
 Example:
 
-  predict --head_dir=runs/vgg16_cifar10_100_softmax --inputs=photos/,extra/cat.jpg
+  predict --head_dir=runs/vgg16_cifar10_100_softmax photos/ extra/cat.jpg
+
+Images and folders may be given as arguments, with --inputs, or both.
 
 With --dump_dir, up to --dump_count of the images are also written there as
 PNG files named after their top-5 classes, e.g. "[cat dog deer frog bird].png".
@@ -21,12 +23,14 @@ here (--weights=PATH); it is checked by its SHA-256.
 
 import sys
 
+from absl import app
 from absl import flags
 
 from bin import cli
 
 _INPUTS = flags.DEFINE_list(
-    "inputs", None, "Comma-separated image files and/or folders (searched recursively).")
+    "inputs", None, "Comma-separated image files and/or folders (searched recursively); they "
+    "may also be given as arguments after the flags.")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Classes to print per image.", lower_bound=1)
 _DUMP_DIR = flags.DEFINE_string(
     "dump_dir", None, "Also write images there as PNG, named after their top-5 classes: "
@@ -40,14 +44,17 @@ flags.declare_key_flag("weights")
 
 
 def main(argv):
-    cli.start(argv)
+    inputs = [*(_INPUTS.value or []), *argv[1:]]  # Paths as arguments, as users expect.
+    if not inputs:
+        raise app.UsageError("Expected images or folders to classify, as arguments or with "
+                             "--inputs. Received: none")
     from classifiers import predict  # pylint: disable=g-import-not-at-top
 
     results = cli.call(
         "predict",
         predict.predict,
         head_dir=cli.HEAD_DIR.value,
-        inputs=_INPUTS.value,
+        inputs=inputs,
         weights=cli.WEIGHTS.value,
         top_k=_TOP_K.value,
         dump_dir=_DUMP_DIR.value,
@@ -64,7 +71,7 @@ def main(argv):
 
 def run():
     """The `predict` console script."""
-    cli.run(main, sys.modules[__name__], required=["head_dir", "inputs"],
+    cli.run(main, sys.modules[__name__], required=["head_dir"],
             interrupted="Nothing was written but the images already in --dump_dir.")
 
 

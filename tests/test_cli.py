@@ -76,8 +76,8 @@ def test_shard_and_merge_flags(folder_dataset, tmp_path, capsys):
     assert "vgg16_shapes_bottleneck_features_train.h5 (12 samples, written)" in out
 
 
-@pytest.mark.parametrize("module", [extract_features, feature_extraction, predict, export_model,
-                                    fine_tune, transfer_weights])
+@pytest.mark.parametrize("module", [extract_features, feature_extraction, export_model, fine_tune,
+                                    transfer_weights])  # predict takes image paths as arguments.
 def test_extra_arguments_are_rejected(module):
     with pytest.raises(app.UsageError, match="Too many command-line arguments: stray"):
         module.main(["prog", "stray"])
@@ -121,6 +121,18 @@ def test_console_scripts_help(name, text):
     result = subprocess.run([_script(name), "--help"], capture_output=True, text=True, timeout=60)
     assert result.stdout.startswith(text)
     assert any(flag in result.stdout for flag in ("--batch_size", "--head_dir", "--source"))
+
+
+@pytest.mark.parametrize("name", ["extract_features", "feature_extraction", "predict",
+                                  "export_model", "fine_tune", "transfer_weights"])
+def test_dash_h_is_help_and_version_needs_no_other_flag(name):
+    short = subprocess.run([_script(name), "-h"], capture_output=True, text=True, timeout=60)
+    assert short.stdout == subprocess.run([_script(name), "--help"], capture_output=True,
+                                          text=True, timeout=60).stdout
+    version = subprocess.run([sys.executable, "-m", f"bin.{name}", "--version"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0
+    assert re.fullmatch(rf"{name} \(bottleneck-cache\) \d+\.\d+\.\d+\n", version.stdout)
 
 
 def test_console_script_requires_its_flags():

@@ -27,7 +27,7 @@ def trained_heads(tmp_path_factory):
 
     Returns:
         A dict: `dataset` (the folder dataset), `caches` (train, validation paths),
-        `softmax` and `logreg` (head folders).
+        `softmax`, `mlp` and `logreg` (head folders).
     """
     if not _HEADS:
         from classifiers import training  # pylint: disable=g-import-not-at-top
@@ -41,7 +41,7 @@ def trained_heads(tmp_path_factory):
                                               input_size=32, batch_size=8)
         caches = tuple(result.path for result in results)
         _HEADS.update(dataset=str(dataset), caches=caches)
-        for head in ("softmax", "logreg"):
+        for head in ("softmax", "mlp", "logreg"):
             _HEADS[head] = str(base / head)
             training.train_head(*caches, head=head, epochs=3, output_dir=_HEADS[head])
     return _HEADS
@@ -152,9 +152,84 @@ def test_bad_head_and_inputs_are_one_clear_error(heads, tmp_path):
         predict.predict(heads["softmax"], [image], weights="imagenet")
     broken = tmp_path / "broken"
     shutil.copytree(heads["softmax"], broken)
-    os.remove(broken / "head.keras")
-    with pytest.raises(ValueError, match="Expected the trained head head.keras"):
+    os.remove(broken / "head.npz")
+    with pytest.raises(ValueError, match="Expected the trained head head.npz"):
         predict.predict(str(broken), [image])
+
+
+@pytest.mark.parametrize("head", ["softmax", "mlp", "logreg"])
+def test_keras_head_gives_the_trainers_probabilities(heads, head):
+    from classifiers import head_format  # pylint: disable=g-import-not-at-top
+
+    validation = cache.read_cache(heads["caches"][1])
+    saved = head_format.load(os.path.join(heads[head], "head.npz"))
+    assert saved.head == head and saved.class_names == tuple(CLASSES)
+    # The trainer's NumPy forward pass (standardize, then the layers) against the Keras head,
+    # whose first layer has the standardization folded in.
+    np.testing.assert_allclose(cached_probabilities(heads[head], validation.features),
+                               saved.probabilities(validation.features), atol=1e-5)
+    with open(os.path.join(heads[head], "metrics.json")) as f:
+        metrics = json.load(f)
+    accuracy = np.mean(saved.probabilities(validation.features).argmax(axis=1) == validation.labels)
+    assert accuracy == pytest.approx(metrics["val_accuracy"])
+
+
+def _legacy_head(heads, tmp_path, kind):
+    """A copy of the softmax head folder whose head is saved as earlier versions did."""
+    from classifiers import heads as heads_module  # pylint: disable=g-import-not-at-top
+
+    train = cache.read_cache(heads["caches"][0])
+    head_dir = tmp_path / f"legacy_{kind}"
+    shutil.copytree(heads["softmax"], head_dir)
+    os.remove(head_dir / "head.npz")
+    with open(head_dir / "head_config.json") as f:
+        config = json.load(f)
+    if kind == "keras":
+        model = heads_module.build_keras_head("softmax", train.feature_shape, len(CLASSES))
+        model.save(head_dir / "head.keras")
+        config.update(head="softmax", head_file="head.keras")
+    else:
+        import joblib  # pylint: disable=g-import-not-at-top
+
+        pipeline = heads_module.build_logreg().fit(train.features.reshape(len(train.labels), -1),
+                                                   train.labels)
+        joblib.dump(pipeline, head_dir / "head.joblib")
+        config.update(head="logreg", head_file="head.joblib")
+    with open(head_dir / "head_config.json", "w") as f:
+        json.dump(config, f)
+    return str(head_dir)
+
+
+@pytest.mark.parametrize("kind", ["keras", "joblib"])
+def test_heads_of_earlier_versions_still_predict(heads, tmp_path, kind):
+    head_dir = _legacy_head(heads, tmp_path, kind)
+    validation = cache.read_cache(heads["caches"][1])
+    results = predict.predict(head_dir, [os.path.join(heads["dataset"], "val")])
+    np.testing.assert_allclose(np.stack([r.probabilities for r in results]),
+                               cached_probabilities(head_dir, validation.features), atol=1e-5)
+
+
+def test_damaged_head_file_is_one_clear_error(heads, tmp_path):
+    from classifiers import head_format  # pylint: disable=g-import-not-at-top
+
+    head_dir = tmp_path / "damaged"
+    shutil.copytree(heads["softmax"], head_dir)
+    image = os.path.join(heads["dataset"], "val", "dog", "dog_1.png")
+    (head_dir / "head.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"Expected .*head.npz to be a head.npz written by "
+                       r"feature_extraction. Received: "):
+        predict.predict(str(head_dir), [image])
+    saved = head_format.load(os.path.join(heads["softmax"], "head.npz"))
+    head_format.save(str(head_dir / "head.npz"), saved)
+    with np.load(head_dir / "head.npz") as data:
+        arrays = dict(data)
+    np.savez(head_dir / "head.npz", **{**arrays, "format_version": np.array(99)})
+    with pytest.raises(ValueError, match="Expected .*head.npz in format 'bottleneck-cache-head' version "
+                       "1. Received: format='bottleneck-cache-head', version=99"):
+        predict.predict(str(head_dir), [image])
+    np.savez(head_dir / "head.npz", **{**arrays, "kernel_0": arrays["kernel_0"][:, :2]})
+    with pytest.raises(ValueError, match=r"Expected .*head.npz to map \(512,\) features to 3 classes"):
+        predict.predict(str(head_dir), [image])
 
 
 def _head_with_weights_file(heads, tmp_path, weights_file):
@@ -198,8 +273,14 @@ def test_command_errors_are_one_message_and_exit_1(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("predict: error: Expected a head folder")
     assert "Traceback" not in result.stderr
+    # Paths as arguments are inputs too, checked like --inputs.
     extra = _command(f"--head_dir={tmp_path}", f"--inputs={tmp_path}", "extra")
-    assert extra.returncode == 1 and "Too many command-line arguments" in extra.stderr
+    assert extra.returncode == 1 and "predict: error: Expected a head folder" in extra.stderr
+    none = _command(f"--head_dir={tmp_path}")
+    assert none.returncode == 1
+    assert none.stderr.strip().splitlines()[-1] == (
+        "predict: error: Expected images or folders to classify, as arguments or with --inputs. "
+        "Received: none. Run predict --help to see its usage.")
 
 
 @pytest.mark.slow
@@ -207,8 +288,8 @@ def test_command_prints_top_classes_and_lists_skipped_images(heads, tmp_path):
     val = os.path.join(heads["dataset"], "val")
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"")
-    result = _command(f"--head_dir={heads['softmax']}", f"--inputs={val},{bad}", "--top_k=2",
-                      f"--dump_dir={tmp_path / 'dump'}", "--dump_count=1")
+    result = _command(f"--head_dir={heads['softmax']}", "--top_k=2",
+                      f"--dump_dir={tmp_path / 'dump'}", "--dump_count=1", val, str(bad))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == os.path.join(val, "cat", "cat_0.jpg")
