@@ -173,7 +173,8 @@ def read_npy_weights(path):
     def refuse(received):
         return networks.NetworkError(
             f"Expected {path} to be the lab's {WEIGHTS_FILENAME}: a pickled dict "
-            f"{{'conv1': [W, b], ..., 'fc8': [W, b]}} of NumPy arrays. Received: {received}."
+            f"{{'conv1': [W, b], ..., 'fc8': [W, b]}} of NumPy arrays. Received: {received}. "
+            f"Pass the lab's {WEIGHTS_FILENAME} as it was downloaded."
         )
 
     try:

@@ -93,11 +93,12 @@ def parse_name(path):
     return network, "_".join(words[cut:]).lower(), per_class, match.group("split")
 
 
-def _refuse(path, received):
+def _refuse(path, received, fix="Pass the lab's file as it was downloaded, or save your own "
+                                 "features in that layout"):
     return cache.CacheError(
         f"Expected {path} to be a Udacity lab bottleneck pickle: a dict {{'features': float "
         f"array (num_samples, 1, 1, D), 'labels': integer array (num_samples,) or "
-        f"(num_samples, 1)}}. Received: {received}."
+        f"(num_samples, 1)}}. Received: {received}. {fix}."
     )
 
 
@@ -110,8 +111,7 @@ def _load(path):
         data = datasets.load_data_pickle(path)
     except datasets.UnsafePickleError as error:
         raise _refuse(path, f"a pickle that would call code ({str(error).rstrip('.')}); it was "
-                            "refused before anything in it ran. Use the lab's original file, or "
-                            "convert your features to that dict of arrays") from None
+                            "refused before anything in it ran") from None
     except Exception as error:  # Unpickling a damaged file can raise almost anything.
         raise _refuse(path, f"a file that is not a readable pickle ({type(error).__name__}: "
                             f"{str(error).rstrip('.')})") from None
