@@ -4,6 +4,10 @@ Each entry knows its Keras constructor, its default and minimum input size, its
 own `preprocess_input`, and the size of its pooled features, so that what a
 network needs travels with it into every cache it writes. Keras is imported only
 when a network is built, which keeps `--help` and the registry itself fast.
+
+Besides Keras' families, `alexnet` is Caffe's BVLC AlexNet as the Udacity lab ran
+it, built by `features.alexnet`, whose weights come from the lab's
+`bvlc-alexnet.npy` (`--weights=PATH`; Keras has no ImageNet weights for it).
 """
 
 import dataclasses
