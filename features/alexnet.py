@@ -105,7 +105,8 @@ def _check_arguments(include_top, weights, input_shape, pooling):
             f"Expected pooling to be None, 'avg' or 'max'. Received: pooling={pooling!r}.")
 
 
-def AlexNet(include_top=True, weights=None, input_shape=None, pooling=None, classes=1000):  # pylint: disable=invalid-name
+def AlexNet(  # pylint: disable=invalid-name  (named as the keras.applications constructors)
+        include_top=True, weights=None, input_shape=None, pooling=None, classes=1000):
     """Builds AlexNet, with the signature of a `keras.applications` constructor.
 
     Args:

@@ -193,7 +193,9 @@ def test_wrong_files_are_refused(tmp_path, kind, received):
     elif kind == "keys":
         save_npy(path, {"conv1": [], "weights": []})
     elif kind == "garbage":
-        open(path, "wb").write(b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, 'shape': (), }" + b" " * 52 + b"\n" + b"junk")
+        with open(path, "wb") as f:  # an object array's header, then no pickle
+            np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False, "shape": ()})
+            f.write(b"junk")
     else:
         with open(path, "wb") as f:
             pickle.dump({"conv1": [_WritesAFile(str(victim))]}, f)
