@@ -277,12 +277,16 @@ def _keras_models_dir():
     return os.path.join(home, "models")
 
 
+class WeightsDownloadError(NetworkError):
+    """Keras could not download a network's ImageNet weights (e.g. no internet)."""
+
+
 def _download_error(spec, error):
     match = re.search(r"(https?://\S+?\.h5)", str(error))
     url = match.group(1) if match else "(its URL)"
     filename = os.path.basename(url) if match else f"the {spec.constructor_name} weights file"
     reason = str(error).split(".h5: ", 1)[-1]
-    return NetworkError(
+    return WeightsDownloadError(
         f"Could not download the ImageNet weights for {spec.name}: Keras wanted {filename} from "
         f"{url} ({reason}). Either put that file at "
         f"{os.path.join(_keras_models_dir(), filename)} (Keras looks there before downloading), "
