@@ -30,12 +30,25 @@ scripts as subprocesses, the way a user or a scheduler would:
    JPEG, RGBA, palette and grey images in one dataset (decodable ones kept, the others listed in
    `Cache.skipped`); an empty class folder; an unreadable class folder (as root, run as uid 65534
    with `setpriv`); a corrupted cache, a truncated cache and a mismatched train/validation pair.
+7. Issue 10 (`benchmarks/faults/user_files.py`): the bad inputs of `tests/bad_inputs.py` (dangling
+   links and link loops, non-UTF-8 names, one class, a class too small for both splits, split
+   folders named training/ and validation/ or beside a stray folder, bad --augmentations, .npz
+   values outside 0..255, an empty --network=, a cache estimated above 1 GiB) and the output
+   folders a command must refuse without touching them (the caches' folder, `.`, a file, a folder
+   of user files, an existing --output, a read-only folder) for feature_extraction, export_model,
+   predict and extract_features.
+
+Before each run of parts 6 and 7, every user file it could touch (its inputs, and what was at its
+output location) is snapshotted (size, mtime, SHA-256); a file changed or removed afterwards is
+counted as destroyed.
 
 Prints one table per part and ends with a summary line such as
 
-    faults survived: 15/15, bad inputs handled: 14/14, rows lost: 0, rows duplicated: 0, ...
+    faults survived: 15/15, bad inputs handled: 32/32, output folders refused: 9/9, rows lost: 0,
+    rows duplicated: 0, ..., user files destroyed: 0
 
-and exits 1 if any check failed. About 3 to 4 minutes on 2 CPUs (--jobs 2). Nothing outside the
+and exits 1 if any check failed. About 4 to 5 minutes on 2 CPUs (--jobs 2); `--parts=7` runs
+part 7 alone (about 2 minutes). Nothing outside the
 work folder is touched; it is removed at the end unless --keep. As root, a tmpfs is mounted inside
 it (and unmounted) for the disk-full part, and the unreadable-folder check runs its child as uid
 65534 with setpriv.
@@ -43,7 +56,7 @@ it (and unmounted) for the disk-full part, and the unreadable-folder check runs 
 Run from the repository root:
 
     .venv/bin/python benchmarks/fault_injection.py [--workdir DIR] [--kills 10] [--sigterms 2]
-        [--jobs 2] [--seed 0] [--keep]
+        [--jobs 2] [--seed 0] [--parts 1-7] [--keep]
 """
 
 import argparse
@@ -67,6 +80,10 @@ from typing import Optional
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.faults import user_files  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tests import bad_inputs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Flags of every extraction measured here (the brief's settings).
 BASE_FLAGS = ("--network=vgg16", "--weights=none", "--input_size=32", "--batch_size=4",
@@ -110,6 +127,7 @@ class Check:
     detail: str = ""
     lost: int = 0
     duplicated: int = 0
+    destroyed: int = 0  # user files changed or removed by the run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -950,14 +968,19 @@ def corruptions():
 
 
 def refused_by_training(setup, training_file, validation_file, name):
-    """feature_extraction on a pair: must exit 1 with one message and write nothing."""
+    """feature_extraction on a pair: must exit 1 with one message, write nothing and leave both
+    files as they were (a changed one is reported as destroyed in the message)."""
     output = setup.path("runs", name)
+    before = bad_inputs.snapshot(training_file, validation_file)
     completed = run_command([setup.tool("feature_extraction"), f"--training_file={training_file}",
                              f"--validation_file={validation_file}", f"--output_dir={output}",
                              "--epochs=1"], setup.workdir, setup.timeout)
     ok, message = clean_error(completed, "feature_extraction")
     if os.path.exists(output):
         ok, message = False, f"{message} (and {output} was written)"
+    destroyed = bad_inputs.destroyed(before)
+    if destroyed:
+        ok, message = False, f"{message} (and destroyed {', '.join(destroyed)})"
     return ok, message
 
 
@@ -1075,7 +1098,9 @@ def image_kind_checks(setup, rng):
     root = setup.path("badinputs")
     kinds = build_bad_dataset(root, rng)
     output = setup.path("badinputs_out")
+    before = bad_inputs.snapshot(root)
     completed = run_command(setup.extract_command(output, dataset=root), setup.workdir, setup.timeout)
+    destroyed = bad_inputs.destroyed(before)
     path = target_paths(output, "badinputs")["train"]
     try:
         train = cache.read_cache(path)
@@ -1094,7 +1119,9 @@ def image_kind_checks(setup, rng):
             ok = False
         reason = skipped.get(relative, "")
         detail = f"fixture problem: {fixture}" if fixture else shorten(reason, 90)
-        checks.append(Check("bad input", kind, ok, "" if ok else f"{outcome}; {detail}"))
+        # A destroyed dataset file is counted once, on the first row.
+        checks.append(Check("bad input", kind, ok and not destroyed, "" if ok else f"{outcome}; {detail}",
+                            destroyed=len(destroyed) if not checks else 0))
         rows.append((kind, relative, expected, outcome + (", logged" if logged else ""), detail,
                      verdict(ok)))
     stdout = " | ".join(completed.stdout.splitlines())
@@ -1102,20 +1129,25 @@ def image_kind_checks(setup, rng):
 
 
 def refused_extraction(setup, dataset, output, prefix=(), env=None):
-    """An extraction that must fail: exit 1, one message, nothing at all in `output`."""
+    """An extraction that must fail: exit 1, one message, nothing at all in `output`, no dataset file
+    touched. Returns (ok, message, user files destroyed)."""
+    before = bad_inputs.snapshot(dataset)
     completed = run_command(setup.extract_command(output, dataset=dataset), setup.workdir,
                             setup.timeout, env=env, prefix=prefix)
     ok, message = clean_error(completed, "extract_features")
     written = all_entries(output) if os.path.isdir(output) else []
     if written:
         ok, message = False, f"{message} (and wrote {', '.join(written[:3])})"
-    return ok, message, completed
+    destroyed = bad_inputs.destroyed(before)
+    if destroyed:
+        ok, message = False, f"{message} (and destroyed {', '.join(destroyed[:3])})"
+    return ok, message, len(destroyed)
 
 
 def empty_class_check(setup, rng):
     root = make_dataset(setup.path("emptyclass"), rng, train=3, val=1, empty_classes=("class_empty",))
-    ok, message, _ = refused_extraction(setup, root, setup.path("emptyclass_out"))
-    return Check("bad input", "empty class folder", ok, message)
+    ok, message, destroyed = refused_extraction(setup, root, setup.path("emptyclass_out"))
+    return Check("bad input", "empty class folder", ok, message, destroyed=destroyed)
 
 
 def unprivileged_prefix(root, readable, unreadable):
@@ -1151,14 +1183,14 @@ def unreadable_class_check(setup, rng):
             for folder in (home, output_parent):
                 os.chown(folder, NOBODY, NOBODY)
             env["HOME"] = home
-        ok, message, _ = refused_extraction(setup, root, os.path.join(output_parent, "caches"),
-                                            prefix=prefix, env=env)
+        ok, message, destroyed = refused_extraction(setup, root, os.path.join(output_parent, "caches"),
+                                                    prefix=prefix, env=env)
         mentions = any(w in message.lower() for w in ("permission", "denied", "unreadable", "cannot read",
                                                       "not readable"))
         if ok and not mentions:
             ok, message = False, f"misleading: says nothing of permissions: {message}"
         user = f"uid {NOBODY} via setpriv" if prefix else f"uid {os.geteuid()}"
-        return Check("bad input", "unreadable class folder", ok, f"[{user}] {message}")
+        return Check("bad input", "unreadable class folder", ok, f"[{user}] {message}", destroyed=destroyed)
     finally:
         os.chmod(locked, 0o755)
 
@@ -1202,9 +1234,10 @@ def summarize(checks, seconds):
         print(f"   not tested: [{check.group}] {check.name}: {check.detail}")
     print(f"runtime: {seconds:.0f}s")
     print(f"faults survived: {count('fault')}, bad inputs handled: {count('bad input')}, "
+          f"output folders refused: {count('output folder')}, "
           f"rows lost: {sum(c.lost for c in faults)}, rows duplicated: {sum(c.duplicated for c in faults)}, "
           f"corrupt caches refused: {count('corrupt')}, reader checks: {count('reader')}, "
-          f"not testable: {len(untested)}")
+          f"not testable: {len(untested)}, user files destroyed: {sum(c.destroyed for c in checks)}")
     return 1 if failed else 0
 
 
@@ -1222,9 +1255,13 @@ def parse_args(argv):
     parser.add_argument("--bin_dir", default=os.path.dirname(os.path.abspath(sys.executable)),
                         help="folder of the extract_features and feature_extraction scripts")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--parts", default="1-7",
+                        help="1-7 (default) runs every part; 7 runs part 7 (issue 10) alone")
     args = parser.parse_args(argv)
     if args.kills < 1 or args.sigterms < 0 or args.jobs < 1:
         parser.error("expected --kills >= 1, --sigterms >= 0 and --jobs >= 1")
+    if args.parts not in ("1-7", "7"):
+        parser.error(f"expected --parts=1-7 or --parts=7, got {args.parts!r}")
     return args
 
 
@@ -1237,6 +1274,8 @@ def make_workdir(parent):
 
 
 def run_all(setup, args):
+    if args.parts == "7":
+        return user_files.checks(setup, sys.modules[__name__])
     rng = random.Random(args.seed)
     data_rng = np.random.default_rng(args.seed)
     make_dataset(setup.dataset, data_rng)
@@ -1249,6 +1288,7 @@ def run_all(setup, args):
     corrupt = corrupt_cache_checks(setup, reference)
     checks += corrupt
     checks += bad_input_checks(setup, reference, corrupt, max_caches, data_rng)
+    checks += user_files.checks(setup, sys.modules[__name__])
     return checks
 
 
@@ -1258,7 +1298,7 @@ def main(argv=None):
     workdir = make_workdir(args.workdir)
     setup = Setup(workdir=workdir, bin_dir=args.bin_dir, timeout=args.timeout,
                   dataset=os.path.join(workdir, "synthetic"))
-    for tool in ("extract_features", "feature_extraction"):
+    for tool in ("extract_features", "feature_extraction", "export_model", "predict"):
         if not os.access(setup.tool(tool), os.X_OK):
             print(f"fault_injection: error: {setup.tool(tool)} not found; pass --bin_dir", file=sys.stderr)
             return 2

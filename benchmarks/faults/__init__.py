@@ -1,0 +1,1 @@
+"""Parts of `benchmarks/fault_injection.py` kept in their own modules."""
