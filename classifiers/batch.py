@@ -131,12 +131,19 @@ def sweep(base, **values):
         ValueError: a setting out of range.
     """
     names = [name for name in SWEEPABLE if name in values]
-    return [dataclasses.replace(base, **dict(zip(names, combo))).check()
-            for combo in itertools.product(*(values[name] for name in names))]
+    combos = [dict(zip(names, combo)) for combo in itertools.product(*(values[name] for name in names))]
+    if any(not isinstance(value, str) for value in values.get("l2", ())):
+        # l2="auto" is for logreg; beside numbers in a sweep, other heads take only the numbers.
+        combos = [c for c in combos if not (c.get("l2") == "auto" and c.get("head", base.head) != "logreg")]
+    return [dataclasses.replace(base, **combo).check() for combo in combos]
 
 
 def _stem(training_file):
     return os.path.basename(training.default_output_dir(training_file, "x"))[:-2]
+
+
+def _value_text(value):
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 def make_jobs(pairs, settings_list):
@@ -146,50 +153,92 @@ def make_jobs(pairs, settings_list):
     short = {"learning_rate": "lr", "hidden_units": "h", "dropout": "do", "l2": "l2"}
     jobs = []
     for (train, validation), settings in itertools.product(pairs, settings_list):
-        suffix = "".join(f"_{short[name]}{getattr(settings, name):g}" for name in varying)
+        suffix = "".join(f"_{short[name]}{_value_text(getattr(settings, name))}" for name in varying)
         jobs.append(Job(f"{_stem(train)}_{settings.head}{suffix}", train, validation, settings))
     return jobs
 
 
-def run_jobs(jobs, output_dir, log=print):
+def run_jobs(jobs, output_dir, log=print, plots=False):
     """Trains every job; a failure is reported and the others go on.
 
-    Writes `<output_dir>/<job name>/` per job (see `training.train_head`), then
-    `results.csv`, `results.md` and `results.png` in `output_dir`.
+    Each cache is read once. Jobs on the same pair of caches whose heads have
+    the same shape (`training.stack_key`: e.g. softmax heads with several
+    learning rates or L2 penalties, mlp heads of equal width) train together
+    as one stack (`classifiers.trainer`), each with its own settings; logreg
+    jobs train one by one. Writes `<output_dir>/<job name>/` per job (see
+    `training.train_head`), then `results.csv`, `results.md` and, with
+    `plots`, `results.png` in `output_dir`.
 
     Args:
         jobs: `Job`s.
         output_dir: the root folder.
         log: where progress lines go.
+        plots: also draw each job's and the results' plots.
 
     Returns:
-        One dict per job: its name, files, settings and metrics, or `error`.
+        One dict per job, in order: its name, files, settings and metrics, or `error`.
     """
-    loaded = {}
+    rows = [{"job": job.name, "training_file": job.training_file,
+             "validation_file": job.validation_file, **dataclasses.asdict(job.settings)}
+            for job in jobs]
+    groups = {}  # (training file, validation file) -> stack key -> job indices
+    for index, job in enumerate(jobs):
+        key = training.stack_key(job.settings) or ("alone", index)
+        groups.setdefault((job.training_file, job.validation_file), {}).setdefault(key, []).append(index)
+    loaded, done = {}, [0]
 
-    def load(path):
-        if path not in loaded:
-            loaded[path] = cache.read_cache(path)
-        return loaded[path]
+    def finish(index, results=None, error=None):
+        done[0] += 1
+        prefix = f"[{done[0]}/{len(jobs)}] {jobs[index].name}"
+        if error is not None:  # A failed job must not stop the others.
+            rows[index]["error"] = f"{type(error).__name__}: {error}"
+            log(f"{prefix}: FAILED: {rows[index]['error']}")
+            return
+        rows[index].update({k: results.get(k) for k in ("val_accuracy", "val_top5_accuracy", "val_loss",
+                                                        "fit_seconds", "heads_trained_together")})
+        log(f"{prefix}: val_accuracy={results['val_accuracy']:.4f}")
 
-    rows = []
-    for index, job in enumerate(jobs, 1):
-        row = {"job": job.name, "training_file": job.training_file,
-               "validation_file": job.validation_file, **dataclasses.asdict(job.settings)}
+    for (training_file, validation_file), stacks in groups.items():
         try:
-            train, validation = load(job.training_file), load(job.validation_file)
-            row.update(network=train.metadata.network, dataset=_dataset_label(train.metadata))
-            results = training.train_on_caches(train, validation, job.settings,
-                                               os.path.join(output_dir, job.name), verbose=0)
-            row.update({k: results.get(k) for k in ("val_accuracy", "val_top5_accuracy", "val_loss",
-                                                    "fit_seconds")})
-            log(f"[{index}/{len(jobs)}] {job.name}: val_accuracy={results['val_accuracy']:.4f}")
-        except Exception as error:  # A failed job must not stop the others.
-            row["error"] = f"{type(error).__name__}: {error}"
-            log(f"[{index}/{len(jobs)}] {job.name}: FAILED: {row['error']}")
-        rows.append(row)
-    write_results(rows, output_dir)
+            train, validation = (_load(loaded, path) for path in (training_file, validation_file))
+            for index in (i for indices in stacks.values() for i in indices):
+                rows[index].update(network=train.metadata.network,
+                                   dataset=_dataset_label(train.metadata))
+            training.check_pair(train, validation)
+            standardized = training.standardize_pair(train, validation)
+        except Exception as error:  # pylint: disable=broad-except
+            for index in (i for indices in stacks.values() for i in indices):
+                finish(index, error=error)
+            continue
+        for indices in stacks.values():
+            _run_stack(train, validation, standardized, [jobs[i] for i in indices], indices, output_dir,
+                       plots, finish)
+    write_results(rows, output_dir, plots)
     return rows
+
+
+def _load(loaded, path):
+    if path not in loaded:
+        loaded[path] = cache.read_cache(path)
+    return loaded[path]
+
+
+def _run_stack(train, validation, standardized, stack_jobs, indices, output_dir, plots, finish):
+    """Trains the heads of one stack together, then writes each job's folder."""
+    try:
+        fitted = training.fit_heads(train, validation, [job.settings for job in stack_jobs], standardized)
+    except Exception as error:  # pylint: disable=broad-except
+        for index in indices:
+            finish(index, error=error)
+        return
+    for index, job, head in zip(indices, stack_jobs, fitted):
+        try:
+            results = training.write_fitted(train, validation, job.settings, head,
+                                            os.path.join(output_dir, job.name), plots)
+        except Exception as error:  # pylint: disable=broad-except
+            finish(index, error=error)
+            continue
+        finish(index, results)
 
 
 _CSV_COLUMNS = ("job", "network", "dataset", *SWEEPABLE, "epochs", "batch_size", "early_stopping",
@@ -216,10 +265,8 @@ def results_markdown(rows):
     return "\n".join(lines) + "\n"
 
 
-def write_results(rows, output_dir):
-    """Writes `results.csv`, `results.md` and `results.png` (a bar chart) to `output_dir`."""
-    from classifiers import reports  # pylint: disable=g-import-not-at-top
-
+def write_results(rows, output_dir, plots=True):
+    """Writes `results.csv`, `results.md` and, with `plots`, `results.png` (a bar chart) to `output_dir`."""
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "results.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
@@ -228,7 +275,9 @@ def write_results(rows, output_dir):
     with open(os.path.join(output_dir, "results.md"), "w", encoding="utf-8") as f:
         f.write(results_markdown(rows))
     done = [row for row in rows if not row.get("error")]
-    if done:
+    if done and plots:
+        from classifiers import reports  # pylint: disable=g-import-not-at-top
+
         reports.plot_results(done, os.path.join(output_dir, "results.png"))
 
 
@@ -244,23 +293,28 @@ def format_summary(rows):
 
 def train_heads(training_file, validation_file, head=("softmax",), learning_rate=(1e-3,),
                 hidden_units=(256,), dropout=(0.5,), l2=(0.0,), epochs=50, batch_size=256,
-                early_stopping=0, seed=0, output_dir=None, log=print):
+                early_stopping=0, seed=0, output_dir=None, log=print, plots=False):
     """Stage two for one pair of caches or many: what `feature_extraction` runs.
 
     One training and one validation file with one setting each is one job,
-    written to `output_dir` (default `runs/<cache stem>_<head>`) with Keras'
+    written to `output_dir` (default `runs/<cache stem>_<head>`) with a
     per-epoch log. Anything more (globs or comma lists of caches, comma lists
     of settings) is a batch: caches are paired by their attributes, settings
-    swept, and each job written to `<output_dir>/<job name>` (default root
-    `runs`), with `results.csv`, `results.md` and `results.png` beside them.
+    swept, heads of one shape on one pair trained together (see `run_jobs`),
+    and each job written to `<output_dir>/<job name>` (default root `runs`),
+    with `results.csv` and `results.md` (and `results.png` with `plots`)
+    beside them.
 
     Args:
         training_file: a path, glob, or comma-separated list of them.
         validation_file: likewise.
-        head, learning_rate, hidden_units, dropout, l2: sequences of values.
+        head, learning_rate, hidden_units, dropout, l2: sequences of values
+            (`l2` may hold `"auto"`, which applies to logreg heads).
         epochs, batch_size, early_stopping, seed: fixed settings.
         output_dir: see above.
         log: where batch progress lines go.
+        plots: also draw `history.png`, `confusion_matrix.png` per job and
+            `results.png`.
 
     Returns:
         `(rows, summary)`: one dict per job (metrics or `error`), and the text
@@ -286,7 +340,8 @@ def train_heads(training_file, validation_file, head=("softmax",), learning_rate
     if len(jobs) == 1:
         job = jobs[0]
         results = training.train_head(job.training_file, job.validation_file,
-                                      **dataclasses.asdict(job.settings), output_dir=output_dir)
+                                      **dataclasses.asdict(job.settings), output_dir=output_dir,
+                                      plots=plots)
         return [{"job": job.name, **results}], training.format_summary(results)
     root = output_dir or "runs"
     cache_files = [path for pair in pairs for path in pair]
@@ -294,5 +349,5 @@ def train_heads(training_file, validation_file, head=("softmax",), learning_rate
     for job in jobs:  # Every job folder is checked before the first job trains.
         files.check_output_dir(os.path.join(root, job.name), "--output_dir", inputs=cache_files)
     files.claim_directory(root, "--output_dir", inputs=cache_files, command="feature_extraction")
-    rows = run_jobs(jobs, root, log=log)
+    rows = run_jobs(jobs, root, log=log, plots=plots)
     return rows, format_summary(rows)

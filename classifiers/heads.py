@@ -1,4 +1,11 @@
-"""Classifier heads trained on cached bottleneck features."""
+"""Classifier heads trained on cached bottleneck features.
+
+`classifiers.trainer` trains softmax and mlp heads in NumPy and `classifiers.training`
+fits logreg; both save `head.npz` (`classifiers.head_format`). The Keras and
+scikit-learn builders below are what earlier versions trained and saved (`head.keras`,
+`head.joblib`); they remain for reading those folders' heads and for the benchmark of
+the Keras way (`benchmarks/heads.py`).
+"""
 
 HEADS = ("softmax", "mlp", "logreg")
 KERAS_HEADS = ("softmax", "mlp")

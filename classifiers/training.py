@@ -3,13 +3,16 @@
 import csv
 import dataclasses
 import json
+import math
 import os
 import time
 
 import numpy as np
 
 from classifiers import evaluation
+from classifiers import head_format
 from classifiers import heads
+from classifiers import trainer
 from pipeline import cache
 from pipeline import files
 
@@ -82,100 +85,209 @@ def _write_json(path, payload):
         f.write("\n")
 
 
-def _datasets(train, validation, batch_size, seed):
-    """The `tf.data` pipelines `fit` reads: features stay in memory as tensors.
+def _write_history(path, rows):
+    """Writes one row per epoch as Keras' CSVLogger did: `epoch`, then the other columns sorted."""
+    columns = ["epoch", *sorted(key for key in rows[0] if key != "epoch")]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
-    An endless, reshuffled training stream with `steps_per_epoch` and a cached
-    validation set let Keras keep one iterator of each for the whole fit;
-    with NumPy arrays it builds both again every epoch, which for a small head
-    takes several times longer than the training itself.
+
+@dataclasses.dataclass(frozen=True)
+class Standardized:
+    """A pair's features, standardized once for every head trained on them.
+
+    Attributes:
+        mean, scale: `(D,)` float32, from the training features.
+        x_train, x_val: `(n, D)` and `(m, D)` float32 standardized, flattened features.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    x_train: np.ndarray
+    x_val: np.ndarray
+
+
+def standardize_pair(train, validation):
+    """Standardizes both caches' features with the training features' mean and scale."""
+    mean, scale = trainer.standardization(train.features)
+    return Standardized(mean, scale, trainer.standardize(train.features, mean, scale),
+                        trainer.standardize(validation.features, mean, scale))
+
+
+@dataclasses.dataclass(frozen=True)
+class FittedHead:
+    """A trained head, before it is written (see `fit_heads`).
+
+    Attributes:
+        saved: the `head_format.SavedHead`.
+        history: per-epoch rows (softmax, mlp), or None (logreg).
+        steps: epochs run, or L-BFGS iterations (logreg).
+        fit_seconds: wall seconds of the training it was part of.
+        fit_cpu_seconds: CPU seconds of that training.
+        startup_cpu_seconds: CPU seconds of the process before it.
+        trained_together: heads in that training (1, or the size of a stack).
+        chosen_l2: the penalty `--l2=auto` chose (logreg), else None.
+    """
+
+    saved: head_format.SavedHead
+    history: tuple | None
+    steps: int
+    fit_seconds: float
+    fit_cpu_seconds: float
+    startup_cpu_seconds: float
+    trained_together: int
+    chosen_l2: float | None = None
+
+
+def stack_key(settings):
+    """Heads whose settings share this key train together as one stack; None: alone (logreg)."""
+    if settings.head == "logreg":
+        return None
+    return (settings.head, settings.hidden_units if settings.head == "mlp" else 0, settings.epochs,
+            settings.batch_size, settings.early_stopping, settings.seed)
+
+
+def fit_heads(train, validation, settings_list, standardized=None, log=None):
+    """Trains heads on a pair of caches: one logreg, or softmax/mlp heads of one `stack_key`.
+
+    Args:
+        train: the training `pipeline.cache.Cache`.
+        validation: the validation `pipeline.cache.Cache`.
+        settings_list: checked `HeadSettings`, all of one `stack_key` (one, for logreg).
+        standardized: `standardize_pair(train, validation)`, computed here if None.
+        log: if given, called with one line per epoch.
 
     Returns:
-        `(train_data, steps_per_epoch, validation_data)`.
+        One `FittedHead` per settings, in order.
     """
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import threadpoolctl  # pylint: disable=g-import-not-at-top
 
-    count = len(train.labels)
-    train_data = (tf.data.Dataset.from_tensor_slices((train.features, train.labels))
-                  .shuffle(count, seed=seed, reshuffle_each_iteration=True)
-                  .batch(batch_size).repeat().prefetch(tf.data.AUTOTUNE))
-    validation_data = (tf.data.Dataset.from_tensor_slices((validation.features, validation.labels))
-                       .batch(batch_size).cache())
-    return train_data, -(-count // batch_size), validation_data
-
-
-def _fit_keras(train, validation, settings, output_dir, verbose):
-    import keras  # pylint: disable=g-import-not-at-top
-
-    keras.utils.set_random_seed(settings.seed)
+    standardized = standardized or standardize_pair(train, validation)
+    first, dim = settings_list[0], standardized.x_train.shape[1]
     num_classes = len(train.class_names)
-    model = heads.build_keras_head(settings.head, train.feature_shape, num_classes,
-                                   settings.hidden_units, settings.dropout, settings.l2)
-    early_stopping, batch_size = settings.early_stopping, settings.batch_size
-    metrics = ["accuracy"]
-    if num_classes >= 5:
-        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
-    model.compile(
-        optimizer=keras.optimizers.Adam(settings.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=metrics,
-    )
-    callbacks = [keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"))]
-    if early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=early_stopping, restore_best_weights=True, verbose=1
-        ))
-    train_data, steps, validation_data = _datasets(train, validation, batch_size, settings.seed)
-    history = model.fit(
-        train_data, steps_per_epoch=steps, validation_data=validation_data,
-        # The training stream shuffles itself (seeded); fit's own shuffle does not apply.
-        epochs=settings.epochs, callbacks=callbacks, verbose=verbose, shuffle=False,
-    )
-    model.save(os.path.join(output_dir, "head.keras"))
-    probabilities = model.predict(validation.features, batch_size=batch_size, verbose=0)
-    train_probabilities = model.predict(train.features, batch_size=batch_size, verbose=0)
-    return probabilities, train_probabilities, len(history.epoch), "head.keras"
+    startup_cpu, started = time.process_time(), time.perf_counter()
+    chosen = None
+    if first.head == "logreg":
+        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+            kernels, biases, steps, chosen = _fit_logreg(standardized.x_train, train.labels, num_classes,
+                                                         first.l2, first.seed)
+        layers = [(kernels, biases, None, steps)]
+    else:
+        spec = trainer.StackSpec(
+            first.head, num_classes, first.hidden_units, tuple(s.learning_rate for s in settings_list),
+            tuple(float(s.l2) for s in settings_list), tuple(s.dropout for s in settings_list),
+            first.epochs, first.batch_size, first.early_stopping, first.seed)
+        units = first.hidden_units if first.head == "mlp" else num_classes
+        threads = trainer.blas_threads(first.batch_size, dim, units * spec.size)
+        with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+            trained = trainer.train_stack(standardized.x_train, train.labels, standardized.x_val,
+                                          validation.labels, spec, log)
+        layers = [(t.kernels, t.biases, t.history, t.epochs_run) for t in trained]
+    fit_seconds, fit_cpu = time.perf_counter() - started, time.process_time() - startup_cpu
+    fitted = []
+    for settings, (kernels, biases, history, steps) in zip(settings_list, layers):
+        activations = ("relu",) * (len(kernels) - 1) + ("softmax",)
+        saved = head_format.SavedHead(
+            settings.head, tuple(train.class_names), tuple(train.feature_shape), standardized.mean,
+            standardized.scale, tuple(kernels), tuple(biases), activations, dataclasses.asdict(settings))
+        fitted.append(FittedHead(saved, history, steps, fit_seconds, fit_cpu, startup_cpu,
+                                 len(settings_list), chosen))
+    return fitted
 
 
-def _fit_logreg(train, validation, l2, seed, output_dir):
-    import joblib  # pylint: disable=g-import-not-at-top
-
-    model = heads.build_logreg(l2=l2, seed=seed)
-    flat_train = train.features.reshape(len(train.features), -1)
-    model.fit(flat_train, train.labels)
-    # A class absent from the training split would shrink predict_proba's columns.
-    probabilities = np.zeros((len(validation.labels), len(train.class_names)))
-    probabilities[:, model.classes_] = model.predict_proba(
-        validation.features.reshape(len(validation.features), -1))
-    train_probabilities = np.zeros((len(train.labels), len(train.class_names)))
-    train_probabilities[:, model.classes_] = model.predict_proba(flat_train)
-    joblib.dump(model, os.path.join(output_dir, "head.joblib"))
-    iterations = int(np.max(model[-1].n_iter_))
-    return probabilities, train_probabilities, iterations, "head.joblib"
+# Penalties `--l2=auto` chooses among (scikit-learn's C = 1 / l2), and its folds at most.
+AUTO_L2 = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
+AUTO_FOLDS = 5
 
 
-def _write_reports(folder, validation, predictions, head):
-    """Curves, confusion matrix, per-class report and misclassified files of one job."""
+def _logistic_regression(l2, seed, warm_start=False):
+    from sklearn import linear_model  # pylint: disable=g-import-not-at-top
+
+    return linear_model.LogisticRegression(C=1.0 / l2 if l2 else 1.0, max_iter=1000, random_state=seed,
+                                           warm_start=warm_start)
+
+
+def _fit_logreg(x, labels, num_classes, l2, seed):
+    """Multinomial logistic regression (L-BFGS) on standardized features.
+
+    With `l2="auto"`, the penalty is `choose_l2`'s, from the training split only.
+
+    Returns:
+        `([kernel], [bias], solver iterations, chosen l2 or None)`; a class absent
+        from the training split gets a bias of -1e9 (probability 0), and a binary
+        problem the two logits `(0, z)`.
+    """
+    chosen = choose_l2(x, labels, seed) if l2 == "auto" else None
+    model = _logistic_regression(chosen if chosen is not None else l2, seed).fit(x, labels)
+    coef = np.asarray(model.coef_, np.float64)
+    intercept = np.asarray(model.intercept_, np.float64)
+    if coef.shape[0] == 1:  # Binary: p(class 1) = sigmoid(z) = softmax((0, z))[1].
+        coef = np.concatenate([np.zeros_like(coef), coef])
+        intercept = np.concatenate([np.zeros_like(intercept), intercept])
+    kernel = np.zeros((x.shape[1], num_classes), np.float32)
+    bias = np.full((num_classes,), -1e9, np.float32)
+    classes = np.asarray(model.classes_, np.int64)
+    kernel[:, classes] = coef.T
+    bias[classes] = intercept
+    return [kernel], [bias], int(np.max(model.n_iter_)), chosen
+
+
+def choose_l2(x, labels, seed):
+    """The penalty of `AUTO_L2` with the lowest cross-validated log loss on the training split.
+
+    Stratified, shuffled k-fold (k = `AUTO_FOLDS`, fewer if a class has fewer
+    samples); in each fold the penalties are fitted from the strongest down, each
+    starting from the previous solution. The validation split is never used.
+
+    Args:
+        x: `(n, D)` standardized training features.
+        labels: `(n,)` training labels.
+        seed: seed of the folds.
+
+    Returns:
+        The chosen l2, a float.
+
+    Raises:
+        ValueError: a class with fewer than 2 training samples.
+    """
+    from sklearn import model_selection  # pylint: disable=g-import-not-at-top
+
+    present = np.unique(labels)
+    smallest = int(np.min(np.bincount(labels)[present]))
+    if smallest < 2:
+        raise ValueError(
+            f"Expected at least 2 training samples of every class for --l2=auto (cross-validation). "
+            f"Received: a class with {smallest}. Pass a number as --l2, or more training samples.")
+    folds = model_selection.StratifiedKFold(min(AUTO_FOLDS, smallest), shuffle=True, random_state=seed)
+    penalties = sorted(AUTO_L2, reverse=True)
+    losses = np.zeros(len(penalties))
+    for fit_rows, test_rows in folds.split(x, labels):
+        model = _logistic_regression(penalties[0], seed, warm_start=True)
+        for index, l2 in enumerate(penalties):
+            model.set_params(C=1.0 / l2).fit(x[fit_rows], labels[fit_rows])
+            probabilities = np.zeros((len(test_rows), int(present.max()) + 1))
+            probabilities[:, model.classes_] = model.predict_proba(x[test_rows])
+            true = probabilities[np.arange(len(test_rows)), labels[test_rows]]
+            losses[index] += -np.mean(np.log(np.clip(true, 1e-15, 1.0)))
+    return float(penalties[int(np.argmin(losses))])
+
+
+def _write_reports(folder, validation, predictions, head, plots):
+    """Per-class report and misclassified files of one job; with `plots`, curves and confusion matrix."""
     from classifiers import reports  # pylint: disable=g-import-not-at-top
 
     names = validation.class_names
-    reports.plot_history(os.path.join(folder, "history.csv"), os.path.join(folder, "history.png"),
-                         title=f"{validation.metadata.network} {validation.metadata.dataset} {head}")
-    reports.plot_confusion_matrix(validation.labels, predictions, names,
-                                  os.path.join(folder, "confusion_matrix.png"))
     reports.write_class_report(validation.labels, predictions, names,
                                os.path.join(folder, "class_report.csv"))
     reports.write_misclassified(validation.filenames, validation.labels, predictions, names,
                                 os.path.join(folder, "misclassified.csv"))
-
-
-def _write_logreg_history(path, train_metrics, val_metrics):
-    row = {"epoch": 0, **{k.removeprefix("train_"): v for k, v in train_metrics.items()},
-           **val_metrics}
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        writer.writeheader()
-        writer.writerow(row)
+    if plots:
+        reports.plot_history(os.path.join(folder, "history.csv"), os.path.join(folder, "history.png"),
+                             title=f"{validation.metadata.network} {validation.metadata.dataset} {head}")
+        reports.plot_confusion_matrix(validation.labels, predictions, names,
+                                      os.path.join(folder, "confusion_matrix.png"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +300,7 @@ class HeadSettings:
     learning_rate: float = 1e-3
     hidden_units: int = 256
     dropout: float = 0.5
-    l2: float = 0.0
+    l2: float | str = 0.0  # A number, or "auto" (logreg only).
     early_stopping: int = 0
     seed: int = 0
 
@@ -202,10 +314,21 @@ class HeadSettings:
                 raise ValueError(f"Expected {name} >= {low}. Received: {name}={value}.")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"Expected dropout in [0, 1). Received: dropout={self.dropout}.")
-        if self.learning_rate <= 0 or self.l2 < 0:
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(
-                f"Expected learning_rate > 0 and l2 >= 0. Received: learning_rate="
-                f"{self.learning_rate}, l2={self.l2}."
+                f"Expected learning_rate to be a finite number > 0. Received: learning_rate="
+                f"{self.learning_rate}. Pass e.g. --learning_rate=0.001."
+            )
+        if self.l2 == "auto":
+            if self.head != "logreg":
+                raise ValueError(
+                    f"Expected l2='auto' only with head logreg (cross-validated penalty). Received: "
+                    f"head={self.head!r}, l2='auto'. Pass a number as --l2 for {self.head} heads."
+                )
+        elif isinstance(self.l2, str) or not (math.isfinite(self.l2) and self.l2 >= 0):
+            raise ValueError(
+                f"Expected l2 to be a finite number >= 0, or 'auto' with head logreg. Received: "
+                f"l2={self.l2!r}."
             )
         return self
 
@@ -223,30 +346,36 @@ def train_head(
     early_stopping=0,
     seed=0,
     output_dir=None,
+    plots=False,
 ):
     """Trains a head on cached features and writes it with its history and metrics.
 
     Writes to `output_dir`, all at once (a failure leaves an older folder as
-    it was): the head (`head.keras`, or `head.joblib` for `logreg`),
+    it was): the head (`head.npz`, see `classifiers.head_format`),
     `history.csv` (one row per epoch), `metrics.json` (`val_accuracy`,
-    `val_loss`, `val_top5_accuracy` with 5+ classes, and the settings) and
+    `val_loss`, `val_top5_accuracy` with 5+ classes, and the settings),
     `head_config.json` (the caches' network, weights, layer, pooling, input
-    size, preprocessing and class names).
+    size, preprocessing and class names), `class_report.csv` and
+    `misclassified.csv`; with `plots`, also `history.png` and
+    `confusion_matrix.png`.
 
     Args:
         training_file: a training split cache.
         validation_file: a validation split cache of the same extraction.
         head: one of `classifiers.heads.HEADS`.
-        epochs: passes over the training features (Keras heads).
-        batch_size: samples per gradient step (Keras heads).
-        learning_rate: Adam's learning rate (Keras heads).
+        epochs: passes over the training features (softmax, mlp).
+        batch_size: samples per gradient step (softmax, mlp).
+        learning_rate: Adam's learning rate (softmax, mlp).
         hidden_units: width of the `mlp` hidden layer.
         dropout: dropout rate of the `mlp` head.
-        l2: L2 penalty (Keras kernels; `C = 1 / l2` for `logreg`).
+        l2: L2 penalty (`l2 * sum(kernel ** 2)` added to the loss; `C = 1 / l2`
+            for `logreg`), or `"auto"` (logreg: chosen by cross-validation on
+            the training split).
         early_stopping: stop after this many epochs without a better
             `val_loss` and keep the best weights; 0 to train every epoch.
-        seed: seed of weight initialization and shuffling.
+        seed: seed of weight initialization, shuffling and dropout.
         output_dir: where to write; defaults to `runs/<cache stem>_<head>`.
+        plots: also draw `history.png` and `confusion_matrix.png`.
 
     Returns:
         The metrics written to `metrics.json`, as a dict, plus `output_dir`.
@@ -256,13 +385,14 @@ def train_head(
     """
     settings = HeadSettings(head, epochs, batch_size, learning_rate, hidden_units, dropout, l2,
                             early_stopping, seed).check()
+    output_dir = output_dir or default_output_dir(training_file, head)
+    files.check_output_dir(output_dir, "--output_dir", inputs=(training_file, validation_file))
     train = cache.read_cache(training_file)
     validation = cache.read_cache(validation_file)
-    return train_on_caches(train, validation, settings,
-                           output_dir or default_output_dir(training_file, head))
+    return train_on_caches(train, validation, settings, output_dir, plots=plots)
 
 
-def train_on_caches(train, validation, settings, output_dir, verbose=2):
+def train_on_caches(train, validation, settings, output_dir, verbose=2, plots=False):
     """Trains one head on two loaded caches; see `train_head`.
 
     Args:
@@ -270,48 +400,50 @@ def train_on_caches(train, validation, settings, output_dir, verbose=2):
         validation: the validation `pipeline.cache.Cache`.
         settings: a checked `HeadSettings`.
         output_dir: the folder to write, all at once.
-        verbose: Keras' verbosity (2: one line per epoch; 0: silent).
+        verbose: 2 (or 1): one line per epoch; 0: silent.
+        plots: also draw `history.png` and `confusion_matrix.png`.
 
     Returns:
         The metrics written to `metrics.json`, plus `output_dir`.
     """
     check_pair(train, validation)
-    with files.atomic_directory(output_dir) as staging:
-        results = _train_into(staging, train, validation, settings, verbose)
+    files.check_output_dir(output_dir, "--output_dir", inputs=(train.path, validation.path))
+    fitted = fit_heads(train, validation, [settings], log=print if verbose else None)[0]
+    return write_fitted(train, validation, settings, fitted, output_dir, plots)
+
+
+def write_fitted(train, validation, settings, fitted, output_dir, plots=False):
+    """Writes a `FittedHead`'s folder all at once; returns its metrics plus `output_dir`."""
+    with files.atomic_directory(output_dir, flag="--output_dir", inputs=(train.path, validation.path),
+                                command="feature_extraction") as staging:
+        results = write_head_folder(staging, train, validation, settings, fitted, plots)
     return {**results, "output_dir": output_dir}
 
 
-def _train_into(folder, train, validation, settings, verbose):
-    """Trains the head and writes every output file to `folder`; returns the metrics."""
+def write_head_folder(folder, train, validation, settings, fitted, plots=False):
+    """Writes a fitted head and its reports to `folder` (see `train_head`); returns the metrics."""
     head = settings.head
-    if head != "logreg":
-        import keras  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  # Start-up, not training.
-    # CPU time so far: interpreter start, imports, reading the caches (and earlier jobs of a batch).
-    startup_cpu = time.process_time()
-    started = time.perf_counter()
-    if head == "logreg":
-        probabilities, train_probabilities, steps, head_file = _fit_logreg(
-            train, validation, settings.l2, settings.seed, folder)
-    else:
-        probabilities, train_probabilities, steps, head_file = _fit_keras(
-            train, validation, settings, folder, verbose)
-    fit_seconds = time.perf_counter() - started
-    fit_cpu = time.process_time() - startup_cpu
+    head_file = head_format.FILENAME
+    head_format.save(os.path.join(folder, head_file), fitted.saved)
+    probabilities = fitted.saved.probabilities(validation.features)
+    train_probabilities = fitted.saved.probabilities(train.features)
     val_metrics = evaluation.evaluate(probabilities, validation.labels)
     train_metrics = evaluation.evaluate(train_probabilities, train.labels, prefix="train_")
-    if head == "logreg":
-        _write_logreg_history(os.path.join(folder, "history.csv"), train_metrics, val_metrics)
-    _write_reports(folder, validation, probabilities.argmax(axis=1), head)
+    history = fitted.history or [{"epoch": 0, **{k.removeprefix("train_"): v
+                                                 for k, v in train_metrics.items()}, **val_metrics}]
+    _write_history(os.path.join(folder, "history.csv"), list(history))
+    _write_reports(folder, validation, probabilities.argmax(axis=1), head, plots)
     results = {
         **val_metrics,
         **train_metrics,
         "head": head,
         "head_file": head_file,
-        # Keras heads count epochs; L-BFGS counts solver iterations, which are not epochs.
-        ("solver_iterations" if head == "logreg" else "epochs_run"): steps,
-        "fit_seconds": round(fit_seconds, 3),
-        "fit_cpu_seconds": round(fit_cpu, 3),
-        "startup_cpu_seconds": round(startup_cpu, 3),
+        # softmax and mlp count epochs; L-BFGS counts solver iterations, which are not epochs.
+        ("solver_iterations" if head == "logreg" else "epochs_run"): fitted.steps,
+        "fit_seconds": round(fitted.fit_seconds, 3),
+        "fit_cpu_seconds": round(fitted.fit_cpu_seconds, 3),
+        "startup_cpu_seconds": round(fitted.startup_cpu_seconds, 3),
+        "heads_trained_together": fitted.trained_together,
         "num_classes": len(train.class_names),
         "num_train": len(train.labels),
         "num_validation": len(validation.labels),
@@ -320,6 +452,8 @@ def _train_into(folder, train, validation, settings, verbose):
         "validation_file": os.path.abspath(validation.path),
         "settings": dataclasses.asdict(settings),
     }
+    if fitted.chosen_l2 is not None:
+        results["chosen_l2"] = fitted.chosen_l2
     _write_json(os.path.join(folder, "metrics.json"), results)
     config = {key: getattr(train.metadata, key) for key in _PAIRED_ATTRIBUTES}
     config.update(input_size=list(train.metadata.input_size), class_names=list(train.class_names),

@@ -81,7 +81,7 @@ def test_batch_writes_every_job_and_the_results_table(caches, tmp_path):
     output = tmp_path / "runs"
     rows, summary = batch.train_heads(f"{caches}/*_train.h5", f"{caches}/*_validation.h5",
                                       head=["softmax", "logreg"], epochs=3, output_dir=str(output),
-                                      log=lambda line: None)
+                                      log=lambda line: None, plots=True)
     assert len(rows) == 8 and not any(row.get("error") for row in rows)
     assert sorted(os.listdir(output)) == sorted(
         [f"{n}_{d}_{h}" for n in ("vgg16", "resnet50") for d in ("cifar10", "gtsrb")
@@ -131,4 +131,41 @@ def test_bad_sweep_value_on_the_command_line(caches):
     with pytest.raises(Exception, match=r"Expected --learning_rate to be a comma-separated list of float "
                        r"values. Received: 0.1,fast"):
         with flagsaver.as_parsed(training_file="a.h5", validation_file="b.h5", learning_rate="0.1,fast"):
+            feature_extraction.main(["feature_extraction"])
+
+
+def test_a_stacked_sweep_gives_each_head_what_training_it_alone_gives(caches, tmp_path):
+    train = f"{caches}/vgg16_cifar10_bottleneck_features_train.h5"
+    validation = f"{caches}/vgg16_cifar10_bottleneck_features_validation.h5"
+    rows, _ = batch.train_heads(train, validation, head=["softmax", "mlp", "logreg"],
+                                learning_rate=[0.1, 0.003], l2=[0.0, 0.01], hidden_units=[16],
+                                epochs=4, batch_size=8, output_dir=str(tmp_path / "runs"),
+                                log=lambda line: None)
+    assert len(rows) == 12 and not any(row.get("error") for row in rows)
+    together = {row["job"]: row for row in rows}
+    # softmax and mlp: 4 settings each trained as one stack; logreg one by one.
+    assert {row["head"]: row["heads_trained_together"] for row in rows} == {"softmax": 4, "mlp": 4,
+                                                                             "logreg": 1}
+    for row in rows:
+        if row["head"] == "logreg" and row["learning_rate"] != 0.1:
+            continue
+        alone = training.train_head(train, validation, head=row["head"], learning_rate=row["learning_rate"],
+                                    l2=row["l2"], hidden_units=16, epochs=4, batch_size=8,
+                                    output_dir=str(tmp_path / "alone" / row["job"]))
+        assert together[row["job"]]["val_accuracy"] == pytest.approx(alone["val_accuracy"], abs=1e-9)
+        assert together[row["job"]]["val_loss"] == pytest.approx(alone["val_loss"], rel=1e-4)
+    assert len({round(row["val_loss"], 6) for row in rows}) > 3  # The settings made a difference.
+
+
+def test_auto_l2_in_a_sweep_applies_to_logreg(caches, tmp_path):
+    settings = batch.sweep(training.HeadSettings(), head=["softmax", "logreg"], l2=[0.0, "auto"])
+    assert [(s.head, s.l2) for s in settings] == [("softmax", 0.0), ("logreg", 0.0), ("logreg", "auto")]
+    jobs = batch.make_jobs([("c/vgg_cifar10_bottleneck_features_train.h5", "v.h5")], settings)
+    assert [j.name for j in jobs] == ["vgg_cifar10_softmax_l20", "vgg_cifar10_logreg_l20",
+                                      "vgg_cifar10_logreg_l2auto"]
+    with pytest.raises(ValueError, match="Expected l2='auto' only with head logreg"):
+        batch.sweep(training.HeadSettings(), head=["softmax", "logreg"], l2=["auto"])
+    with pytest.raises(Exception, match=r"Expected --l2 to be a comma-separated list of float \(or "
+                       r"'auto'\) values. Received: 0.1,often"):
+        with flagsaver.as_parsed(training_file="a.h5", validation_file="b.h5", l2="0.1,often"):
             feature_extraction.main(["feature_extraction"])

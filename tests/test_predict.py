@@ -174,7 +174,7 @@ def test_keras_head_gives_the_trainers_probabilities(heads, head):
     assert accuracy == pytest.approx(metrics["val_accuracy"])
 
 
-def _legacy_head(heads, tmp_path, kind):
+def legacy_head(heads, tmp_path, kind):
     """A copy of the softmax head folder whose head is saved as earlier versions did."""
     from classifiers import heads as heads_module  # pylint: disable=g-import-not-at-top
 
@@ -202,7 +202,7 @@ def _legacy_head(heads, tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["keras", "joblib"])
 def test_heads_of_earlier_versions_still_predict(heads, tmp_path, kind):
-    head_dir = _legacy_head(heads, tmp_path, kind)
+    head_dir = legacy_head(heads, tmp_path, kind)
     validation = cache.read_cache(heads["caches"][1])
     results = predict.predict(head_dir, [os.path.join(heads["dataset"], "val")])
     np.testing.assert_allclose(np.stack([r.probabilities for r in results]),

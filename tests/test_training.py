@@ -3,14 +3,21 @@
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from classifiers import evaluation
+from classifiers import head_format
+from classifiers import trainer
 from classifiers import training
 from pipeline import cache
+from pipeline import files
 from tests.test_cache import make_metadata
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_split(path, split, num_classes=3, per_class=20, feature_shape=(8,), seed=0, centre_seed=42,
@@ -33,17 +40,16 @@ def pair(tmp_path):
             write_split(tmp_path / "validation.h5", "validation", per_class=10, seed=2))
 
 
-@pytest.mark.parametrize("head, head_file", [("softmax", "head.keras"), ("mlp", "head.keras"),
-                                             ("logreg", "head.joblib")])
-def test_each_head_learns_and_writes_its_outputs(pair, tmp_path, head, head_file):
+@pytest.mark.parametrize("head, plots", [("softmax", True), ("mlp", False), ("logreg", False)])
+def test_each_head_learns_and_writes_its_outputs(pair, tmp_path, head, plots):
     output_dir = str(tmp_path / head)
     results = training.train_head(*pair, head=head, epochs=10, batch_size=16, learning_rate=0.05,
-                                  output_dir=output_dir)
+                                  output_dir=output_dir, plots=plots)
     assert results["val_accuracy"] >= 0.9
     assert "val_top5_accuracy" not in results  # only 3 classes
     assert sorted(os.listdir(output_dir)) == sorted(
-        [head_file, "history.csv", "metrics.json", "head_config.json", "history.png",
-         "confusion_matrix.png", "class_report.csv", "misclassified.csv"])
+        [files.MARKER, "head.npz", "history.csv", "metrics.json", "head_config.json",
+         "class_report.csv", "misclassified.csv"] + (["history.png", "confusion_matrix.png"] if plots else []))
     with open(os.path.join(output_dir, "misclassified.csv")) as f:
         wrong = list(csv.DictReader(f))
     assert len(wrong) == round((1 - results["val_accuracy"]) * 30)
@@ -64,16 +70,55 @@ def test_each_head_learns_and_writes_its_outputs(pair, tmp_path, head, head_file
         config = json.load(f)
     assert config["network"] == "vgg16" and config["class_names"] == ["class_0", "class_1", "class_2"]
     assert config["input_size"] == [32, 32]
+    assert config["head"] == head and config["head_file"] == "head.npz"
 
 
-def test_saved_keras_head_reproduces_the_metrics(pair, tmp_path):
-    import keras
-
-    results = training.train_head(*pair, epochs=5, output_dir=str(tmp_path / "out"))
-    model = keras.models.load_model(os.path.join(results["output_dir"], "head.keras"))
+@pytest.mark.parametrize("head", ["softmax", "mlp", "logreg"])
+def test_saved_head_reproduces_the_metrics(pair, tmp_path, head):
+    results = training.train_head(*pair, head=head, epochs=5, output_dir=str(tmp_path / "out"))
+    saved = head_format.load(os.path.join(results["output_dir"], "head.npz"))
     validation = cache.read_cache(pair[1])
-    metrics = evaluation.evaluate(model.predict(validation.features, verbose=0), validation.labels)
-    assert metrics["val_accuracy"] == pytest.approx(results["val_accuracy"])
+    metrics = evaluation.evaluate(saved.probabilities(validation.features), validation.labels)
+    assert metrics == pytest.approx({k: results[k] for k in metrics})
+    train = cache.read_cache(pair[0])
+    flat = train.features.reshape(len(train.labels), -1)
+    np.testing.assert_allclose(saved.mean, flat.mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(saved.scale, flat.std(axis=0), rtol=1e-5)
+    assert saved.settings["head"] == head and saved.class_names == ("class_0", "class_1", "class_2")
+    assert [k.shape for k in saved.kernels] == ([(8, 256), (256, 3)] if head == "mlp" else [(8, 3)])
+
+
+def test_training_imports_neither_tensorflow_nor_keras(pair, tmp_path):
+    code = ("import sys\n"
+            "from classifiers import training\n"
+            f"training.train_head({pair[0]!r}, {pair[1]!r}, head='mlp', epochs=2, "
+            f"output_dir={str(tmp_path / 'out')!r})\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'matplotlib', 'jax', 'torch')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            timeout=120, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_evaluation_is_scikit_learns():
+    from sklearn import metrics  # pylint: disable=g-import-not-at-top
+
+    rng = np.random.default_rng(0)
+    for num_classes in (2, 3, 7):
+        probabilities = rng.random((60, num_classes)).astype(np.float32)
+        probabilities[:5] = 0
+        probabilities[:5, 0] = 1  # Probabilities of 0 and 1: log loss clips them.
+        probabilities[5:9] = 1  # Ties: top-5 breaks them as scikit-learn's stable sort.
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        labels = rng.integers(0, num_classes, 60)
+        found = evaluation.evaluate(probabilities, labels)
+        p = probabilities.astype(np.float64) / probabilities.sum(axis=1, keepdims=True, dtype=np.float64)
+        classes = np.arange(num_classes)
+        assert found["val_accuracy"] == metrics.accuracy_score(labels, p.argmax(axis=1))
+        assert found["val_loss"] == pytest.approx(metrics.log_loss(labels, p, labels=classes), rel=1e-12)
+        if num_classes >= 5:
+            assert found["val_top5_accuracy"] == metrics.top_k_accuracy_score(labels, p, k=5,
+                                                                              labels=classes)
 
 
 def test_top5_with_five_or_more_classes(tmp_path):
@@ -92,6 +137,7 @@ def test_spatial_features_are_flattened(tmp_path):
         results = training.train_head(train, validation, head=head, epochs=3,
                                       output_dir=str(tmp_path / head))
         assert results["feature_shape"] == [2, 2, 3]
+        assert head_format.load(str(tmp_path / head / "head.npz")).kernels[0].shape == (12, 3)
 
 
 def test_early_stopping(tmp_path):
@@ -101,6 +147,12 @@ def test_early_stopping(tmp_path):
     results = training.train_head(train, validation, epochs=200, learning_rate=0.05, early_stopping=2,
                                   output_dir=str(tmp_path / "out"))
     assert results["epochs_run"] < 200
+    with open(tmp_path / "out" / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    assert len(history) == results["epochs_run"]
+    # The best epoch's weights are kept: the head's val_loss is the lowest of the history.
+    best = min(float(row["val_loss"]) for row in history)
+    assert results["val_loss"] == pytest.approx(best, rel=1e-4)
 
 
 def test_default_output_dir():
@@ -175,8 +227,18 @@ def test_mismatched_classes_and_shapes_are_refused(tmp_path):
     (dict(epochs=0), "Expected epochs >= 1. Received: epochs=0"),
     (dict(batch_size=0), "Expected batch_size >= 1"),
     (dict(dropout=1.0), r"Expected dropout in \[0, 1\). Received: dropout=1.0"),
-    (dict(learning_rate=0.0), "Expected learning_rate > 0 and l2 >= 0"),
-    (dict(l2=-1.0), "Expected learning_rate > 0 and l2 >= 0"),
+    (dict(learning_rate=0.0), "Expected learning_rate to be a finite number > 0. Received: "
+                              "learning_rate=0.0"),
+    (dict(learning_rate=float("nan")), "Expected learning_rate to be a finite number > 0. Received: "
+                                       "learning_rate=nan"),
+    (dict(learning_rate=float("inf")), "Expected learning_rate to be a finite number > 0"),
+    (dict(learning_rate=-1e-3), "Expected learning_rate to be a finite number > 0"),
+    (dict(l2=-1.0), r"Expected l2 to be a finite number >= 0, or 'auto' with head logreg. Received: "
+                    r"l2=-1.0"),
+    (dict(l2=float("nan")), "Expected l2 to be a finite number >= 0"),
+    (dict(l2="often"), "Expected l2 to be a finite number >= 0"),
+    (dict(l2="auto"), r"Expected l2='auto' only with head logreg \(cross-validated penalty\). "
+                      r"Received: head='softmax', l2='auto'"),
 ])
 def test_bad_arguments(pair, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -186,3 +248,70 @@ def test_bad_arguments(pair, tmp_path, kwargs, message):
 def test_missing_cache(pair, tmp_path):
     with pytest.raises(cache.CacheError, match="does not exist"):
         training.train_head(pair[0], str(tmp_path / "nope.h5"))
+
+
+@pytest.mark.parametrize("head", ["softmax", "mlp"])
+def test_a_stack_of_heads_trains_each_as_it_would_alone(head):
+    rng = np.random.default_rng(0)
+    x_train, x_val = rng.normal(size=(90, 12)).astype(np.float32), rng.normal(size=(30, 12)).astype(np.float32)
+    y_train, y_val = rng.integers(0, 5, 90), rng.integers(0, 5, 30)
+    rates, l2s, dropouts = (0.1, 0.01, 0.003), (0.0, 0.01, 0.1), (0.5, 0.2, 0.0)
+
+    def spec(index):
+        pick = slice(None) if index is None else slice(index, index + 1)
+        return trainer.StackSpec(head, 5, 16, rates[pick], l2s[pick], dropouts[pick], epochs=12,
+                                 batch_size=32, early_stopping=3, seed=4)
+
+    stacked = trainer.train_stack(x_train, y_train, x_val, y_val, spec(None))
+    for index, together in enumerate(stacked):
+        alone = trainer.train_stack(x_train, y_train, x_val, y_val, spec(index))[0]
+        assert together.epochs_run == alone.epochs_run and together.best_epoch == alone.best_epoch
+        for mine, theirs in zip(together.kernels + together.biases, alone.kernels + alone.biases):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
+        assert [row["val_accuracy"] for row in together.history] == pytest.approx(
+            [row["val_accuracy"] for row in alone.history])
+    # Different settings give different heads (the test would pass vacuously otherwise).
+    assert not np.allclose(stacked[0].kernels[0], stacked[1].kernels[0])
+
+
+def test_stack_gradients_are_those_of_the_loss():
+    """Finite differences of sparse cross-entropy + l2 * sum(kernel ** 2), per parameter."""
+    rng = np.random.default_rng(1)
+    x, labels = rng.normal(size=(8, 6)), rng.integers(0, 4, 8)
+    for head in ("softmax", "mlp"):
+        spec = trainer.StackSpec(head, 4, 5, (0.1, 0.2), (0.01, 0.0), (0.0, 0.0), 1, 8, 0, 0)
+        stack = trainer._Stack(spec, 6, np.random.default_rng(0))  # pylint: disable=protected-access
+        stack.params = [p.astype(np.float64) for p in stack.params]
+        stack.l2 = stack.l2.astype(np.float64)
+        grads = []
+        stack._adam = grads.append  # pylint: disable=protected-access
+        uniform = np.zeros((8, 5)) if head == "mlp" else None  # Keep every unit.
+        stack.step(x, labels, uniform)
+        for param, grad in zip(stack.params, grads[0]):
+            numeric = np.zeros_like(param)
+            for index in np.ndindex(param.shape):
+                old = param[index]
+                param[index] = old + 1e-6
+                plus = stack.step(x, labels, uniform)[1].sum()
+                param[index] = old - 1e-6
+                minus = stack.step(x, labels, uniform)[1].sum()
+                param[index] = old
+                numeric[index] = (plus - minus) / 2e-6
+            np.testing.assert_allclose(grad, numeric, atol=1e-7)
+
+
+def test_auto_l2_is_chosen_on_the_training_split_only(tmp_path):
+    train = write_split(tmp_path / "t.h5", "train", num_classes=4, per_class=15, feature_shape=(6,))
+    chosen = []
+    for seed in (2, 3):  # Two different validation caches: same choice, same head.
+        validation = write_split(tmp_path / f"v{seed}.h5", "validation", num_classes=4, per_class=5,
+                                 feature_shape=(6,), seed=seed, centre_seed=seed)
+        results = training.train_head(train, validation, head="logreg", l2="auto",
+                                      output_dir=str(tmp_path / f"out{seed}"))
+        assert results["chosen_l2"] in training.AUTO_L2 and results["settings"]["l2"] == "auto"
+        chosen.append(head_format.load(str(tmp_path / f"out{seed}" / "head.npz")))
+    np.testing.assert_array_equal(chosen[0].kernels[0], chosen[1].kernels[0])
+    few = write_split(tmp_path / "few.h5", "train", num_classes=4, per_class=1, feature_shape=(6,))
+    with pytest.raises(ValueError, match="Expected at least 2 training samples of every class for "
+                       "--l2=auto .* Received: a class with 1"):
+        training.train_head(few, validation, head="logreg", l2="auto", output_dir=str(tmp_path / "few"))
