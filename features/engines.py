@@ -37,6 +37,7 @@ import tempfile
 import warnings
 
 import numpy as np
+from absl import logging
 
 ENGINES = ("auto", "keras", "xla", "openvino")
 PRECISIONS = ("auto", "float32", "bfloat16", "int8", "float16")
@@ -357,6 +358,9 @@ class OpenVINOEngine:
         path, key = self._converted(ov, build_model, model_key)
         if precision == "int8":
             path = self._quantized(ov, core, path, key, calibration)
+        # Importing OpenVINO's converter removes absl's log handler from the root logger,
+        # which leaves every later line in Python's bare "INFO:absl:" format; put it back.
+        logging.use_absl_handler()
         model = core.read_model(path)
         hint = getattr(ov.Type, _OPENVINO_HINTS[precision])
         # Set even for float32: OpenVINO picks bf16 by itself on CPUs that have it.
