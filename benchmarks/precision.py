@@ -20,11 +20,13 @@ other networks have no real weights here: their fidelity and head accuracy canno
 """
 
 import argparse
+import logging
 import os
 import sys
 import time
 
 import numpy as np
+from absl import logging as absl_logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -41,6 +43,14 @@ from features import engines  # pylint: disable=wrong-import-position
 from features import extraction  # pylint: disable=wrong-import-position
 from features import precision as precisions  # pylint: disable=wrong-import-position
 from pipeline import cache  # pylint: disable=wrong-import-position
+
+
+class _AutoLine(logging.Handler):
+    """Prints the line `--precision=auto` logs about its choice."""
+
+    def emit(self, record):
+        if record.getMessage().startswith("precision auto"):
+            print(f"  {record.getMessage()}", flush=True)
 
 
 def extract(network, weights, args, precision):
@@ -91,12 +101,14 @@ def main():
     parser.add_argument("--check_images", type=int, default=precisions.CHECK_IMAGES)
     parser.add_argument("--workdir", default="/tmp/bottleneck-precision")
     args = parser.parse_args()
+    absl_logging.get_absl_logger().addHandler(_AutoLine())
+    absl_logging.set_verbosity(absl_logging.INFO)
     if not os.path.isdir(args.data_dir):
         raise SystemExit(f"Expected the CIFAR-10 subset at {args.data_dir}; pass --data_dir.")
     flags = engines.cpu_flags()
     print(f"date {time.strftime('%Y-%m-%d %H:%M')}, {engines.cpu_name()}, {os.cpu_count()} cpus, "
           f"load {os.getloadavg()[0]:.2f}, flags {' '.join(sorted(set(flags) & {*precisions.BF16_FLAGS, *precisions.INT8_FLAGS, 'avx512f'}))}")
-    table, sound = [], True
+    table, sound, admitted, rejected_within = [], True, 0, 0
     for network in args.networks.split(","):
         weights = os.path.join(args.weights_dir, WEIGHT_FILES[network])
         rows = measure(network, weights, args)
@@ -106,6 +118,8 @@ def main():
             within = all(abs(v) <= ACCURACY_BOUND for v in change.values())
             passes = precisions.GATE.passes(sample)
             sound &= within or not passes
+            admitted += passes and precision != "float32"
+            rejected_within += within and not passes
             table.append((network, precision, show(sample), show(whole), seconds,
                           " | ".join(f"{accuracy[h]:.3f} ({change[h]:+.1f})" for h in HEADS),
                           "yes" if passes else "no", "yes" if within else "no"))
@@ -121,7 +135,8 @@ def main():
               + " |")
     print(f"\ngate: {precisions.GATE.describe()}; "
           f"{'sound' if sound else 'NOT sound'} here: every precision that passes it keeps both heads "
-          f"within {ACCURACY_BOUND:g} point{'' if sound else ' (violated)'}")
+          f"within {ACCURACY_BOUND:g} point{'' if sound else ' (violated)'}; lower precisions it "
+          f"admitted: {admitted}; rejected although within {ACCURACY_BOUND:g} point: {rejected_within}")
 
 
 if __name__ == "__main__":
