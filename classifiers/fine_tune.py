@@ -70,6 +70,7 @@ BLOCK_PATTERNS = (
     ("MobileNet", r"^conv_(?:dw_|pw_|pad_)?(\d+)(?:_|$)", "conv_{}"),
     ("InceptionV3", r"^mixed(\d+)$", "mixed{}"),
     ("ConvNeXt", r"_stage_(\d+)_", "stage_{}"),
+    ("AlexNet", r"^(conv\d|fc\d)$", "{}"),
 )
 
 

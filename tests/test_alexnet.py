@@ -118,6 +118,13 @@ def test_conv_layers_and_pooled_outputs():
     assert networks.build_feature_model(spec, "none", "avg", input_size=(57, 57)).output_shape == (None, 256)
     with pytest.raises(ValueError):  # Keras' own check, one pixel below the registry's minimum
         alexnet.AlexNet(include_top=False, input_shape=(56, 56, 3))
+    # fine_tune --unfreeze_blocks: each convolution is a block (the weightless LRN and pooling
+    # before it belong to none, so a block starts where training does).
+    from classifiers import fine_tune  # pylint: disable=g-import-not-at-top
+
+    assert fine_tune.block_names(spatial) == {
+        "conv1": ["conv1"], "conv2": ["conv2"], "conv3": ["conv3"], "conv4": ["conv4"],
+        "conv5": ["conv5"]}
 
 
 def test_imagenet_weights_say_where_to_get_the_labs_file():
