@@ -189,6 +189,29 @@ def test_undecodable_validation_file_fails_only_that_split(tmp_path):
     assert cache.read_cache(str(output / "vgg16_pets_bottleneck_features_train.h5")).skipped == ()
 
 
+@pytest.mark.parametrize("target, received", [
+    ("../../nowhere/cat.jpg", r"a symbolic link to '\.\./\.\./nowhere/cat\.jpg', which does not exist"),
+    ("cat_1_link.jpg", r"a symbolic link loop \('cat_1_link\.jpg' leads back to itself, never to a file\)"),
+])
+@pytest.mark.parametrize("policy", ["skip", "fail"])
+def test_dangling_link_or_link_loop_is_a_bad_image(target, received, policy, tmp_path, caplog):
+    root, _ = _dataset(tmp_path / "pets")
+    bad = "val/cat/cat_1_link.jpg"
+    os.symlink(target, os.path.join(root, bad))
+    output = tmp_path / "out"
+    message = rf"Expected '[^']*{re.escape(bad)}' to be a readable image\. Received: {received}\. Remove the link"
+    if policy == "fail":
+        with pytest.raises(datasets.DatasetError, match=message):
+            extract(root, output, on_bad_image="fail")
+        assert _written(output) == ["vgg16_pets_bottleneck_features_train.h5"]  # finished before val/
+        return
+    results = extract(root, output)
+    labels = _expected_labels(root)
+    assert [(r.split, r.num_samples, r.num_skipped) for r in results] == [("train", 6, 0), ("validation", 4, 1)]
+    _check_cache(results[1], list(labels["validation"]), labels["validation"], [bad], {bad: message})
+    assert f"Skipped {bad}: " in caplog.text
+
+
 # --------------------------------------------------------------------------------------------------
 # Unusual but valid files.
 
