@@ -1,26 +1,31 @@
-"""Stage-two speed: a head on 1,000 x 512 features for 50 epochs, against the tutorial's `fit`, in one run.
+"""Stage-two speed: the tutorial's Keras `fit`, the previous Keras heads and ours, in one run, on the same caches.
 
-Writes a synthetic pair of caches (1,000 training and 250 validation rows of 512 features, 10 classes,
-class-dependent means so the head has something to learn), then, each in a fresh process:
+Features:
+- real: MobileNetV2 features of cifar10-mini (1,000 training x 1280, 1,000 validation), extracted
+  into --workdir from --data_dir with --weights_dir's MobileNetV2 weights unless already there;
+- synthetic: 10,000 x 2048 training and 2,500 validation features, 10 classes (fixed seed);
+- sweep: 3 synthetic "networks" (1280, 1024 and 576 features) x 2 datasets, 1,000 + 1,000 rows each.
 
-- baseline: `model.fit(x, y, validation_data=(x_val, y_val), batch_size=256, epochs=50)` on NumPy
-  arrays (the tutorials' way), with the same softmax head and optimizer;
-- ours: `feature_extraction --head=softmax --epochs=50` (the library's `train_head`).
+Each measurement is a fresh process, timed with its peak RSS:
+- tutorial: a script with `keras.Sequential([Flatten, Dense(softmax)])`, `fit` 50 epochs, batch 256, on NumPy arrays;
+- keras (previous version): the Keras heads `feature_extraction` trained before this version (same
+  `build_keras_head`, `tf.data` pipelines, Adam, seed), softmax and mlp;
+- ours: `feature_extraction --head=softmax|mlp|logreg` (and `--l2=auto`);
+- sweep: one `feature_extraction` over the 6 pairs x 3 heads x 2 learning rates = 36 jobs.
 
-Prints, for each, the CPU seconds of training (tracing included) and of everything before it (start-up:
-interpreter, imports, reading), wall seconds of the whole process, and the validation accuracy; then the
-wall time of `--help` of every command (imports are lazy, so it should be instant).
+Prints the CPU, load, a table per feature set with the ratios to the tutorial, the MLP's fraction of its
+arithmetic limit (its FLOPs / the peak GFLOP/s of a one-thread float32 NumPy matmul of the same shape), and
+the sweep against 36 tutorial runs. Run it alone:
 
-    python benchmarks/heads.py [--repeats 3]
+    flock /tmp/bench.lock python benchmarks/heads.py [--workdir /tmp/heads-bench]
 """
 
 import argparse
 import json
 import os
-import statistics
+import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -28,104 +33,221 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks import common  # pylint: disable=wrong-import-position
 from pipeline import cache  # pylint: disable=wrong-import-position
 
-_BASELINE = """
-import json, os, sys, time
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+_TUTORIAL = """
+import json, sys, time
 from pipeline import cache
 import keras
 train, validation = cache.read_cache(sys.argv[1]), cache.read_cache(sys.argv[2])
 keras.utils.set_random_seed(0)
-model = keras.Sequential([keras.Input((512,)), keras.layers.Dense(10, activation="softmax")])
+model = keras.Sequential([keras.Input(train.feature_shape), keras.layers.Flatten(),
+                          keras.layers.Dense(len(train.class_names), activation="softmax")])
 model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
               metrics=["accuracy"])
-startup = time.process_time()
+started = time.perf_counter()
 history = model.fit(train.features, train.labels, batch_size=256, epochs=50, shuffle=True,
                     validation_data=(validation.features, validation.labels), verbose=0)
-print(json.dumps({"fit_cpu_seconds": time.process_time() - startup, "startup_cpu_seconds": startup,
+print(json.dumps({"fit_seconds": time.perf_counter() - started,
                   "val_accuracy": history.history["val_accuracy"][-1]}))
 """
-COMMANDS = ("extract_features", "feature_extraction", "predict", "export_model")
+# The previous version's Keras training (classifiers/training.py before head.npz), kept to compare.
+_KERAS_HEAD = """
+import json, sys, time
+import numpy as np
+from pipeline import cache
+from classifiers import evaluation, heads
+import keras
+import tensorflow as tf
+train, validation = cache.read_cache(sys.argv[1]), cache.read_cache(sys.argv[2])
+head = sys.argv[3]
+keras.utils.set_random_seed(0)
+started = time.perf_counter()
+model = heads.build_keras_head(head, train.feature_shape, len(train.class_names), 256, 0.5, 0.0)
+model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+              metrics=["accuracy"])
+count = len(train.labels)
+data = (tf.data.Dataset.from_tensor_slices((train.features, train.labels))
+        .shuffle(count, seed=0, reshuffle_each_iteration=True).batch(256).repeat()
+        .prefetch(tf.data.AUTOTUNE))
+val = tf.data.Dataset.from_tensor_slices((validation.features, validation.labels)).batch(256).cache()
+model.fit(data, steps_per_epoch=-(-count // 256), validation_data=val, epochs=50, verbose=0)
+probabilities = model.predict(validation.features, batch_size=256, verbose=0)
+print(json.dumps({"fit_seconds": time.perf_counter() - started,
+                  "val_accuracy": evaluation.evaluate(probabilities, validation.labels)["val_accuracy"]}))
+"""
+_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
 
 
-def _metadata(split):
+def _metadata(split, network, dataset):
     return cache.CacheMetadata(
-        network="synthetic", weights="none", weights_sha256="", layer="", pooling="avg",
-        input_size=(32, 32), preprocessing="synthetic", dataset="synthetic",
-        dataset_digest=split, split=split, per_class=0, seed=0, library_versions="{}")
+        network=network, weights="none", weights_sha256="", layer="", pooling="avg",
+        input_size=(32, 32), preprocessing="synthetic", dataset=dataset,
+        dataset_digest=f"{dataset}-{split}", split=split, per_class=0, seed=0, library_versions="{}")
 
 
-def write_caches(folder, rows=1000, validation_rows=250, dim=512, classes=10):
-    """Writes a train/validation pair of synthetic caches; returns their paths."""
-    rng = np.random.default_rng(0)
-    means = rng.normal(size=(classes, dim)).astype(np.float32)
+def write_synthetic(folder, network, dataset, rows, validation_rows, dim, classes=10, seed=0):
+    """A train/validation pair of synthetic caches (class means + noise, fixed seed); returns the paths."""
+    rng = np.random.default_rng(seed)
+    means = (0.06 * rng.normal(size=(classes, dim))).astype(np.float32)
     paths = []
     for split, count, offset in (("train", rows, 0), ("validation", validation_rows, rows)):
+        path = os.path.join(folder, f"{network}_{dataset}_bottleneck_features_{split}.h5")
+        paths.append(path)
+        if os.path.exists(path):
+            continue
         labels = rng.integers(0, classes, count)
-        features = means[labels] + 3 * rng.normal(size=(count, dim)).astype(np.float32)
-        path = os.path.join(folder, f"synthetic_{split}.h5")
-        with cache.CacheWriter(path, _metadata(split), [f"c{i}" for i in range(classes)],
+        features = np.maximum(means[labels] + rng.normal(size=(count, dim)).astype(np.float32), 0)
+        with cache.CacheWriter(path, _metadata(split, network, dataset), [f"c{i}" for i in range(classes)],
                                (dim,)) as writer:
             writer.append(features, labels, [f"{offset + i}.png" for i in range(count)])
             writer.commit()
-        paths.append(path)
     return paths
 
 
-def _timed(arguments, codes=(0,)):
-    started = time.perf_counter()
-    done = subprocess.run(arguments, cwd=ROOT, capture_output=True, text=True, check=False)
-    if done.returncode not in codes:
-        raise SystemExit(f"failed: {' '.join(arguments)}\n{done.stderr[-2000:]}")
-    return time.perf_counter() - started, done.stdout
+def real_caches(workdir, data_dir, weights_dir):
+    """MobileNetV2 caches of cifar10-mini in `workdir/real`, extracted if missing."""
+    folder = os.path.join(workdir, "real")
+    stem = os.path.join(folder, "mobilenet_v2_cifar10_bottleneck_features")
+    paths = [f"{stem}_train.h5", f"{stem}_validation.h5"]
+    if not all(os.path.exists(p) for p in paths):
+        weights = os.path.join(weights_dir, "mobilenet_v2_1.00_224_no_top.weights.h5")
+        subprocess.run([sys.executable, "-m", "bin.extract_features", "--network=mobilenet_v2",
+                        f"--dataset_dir={os.path.join(data_dir, 'cifar10-mini')}", "--dataset=cifar10",
+                        f"--weights={weights}", f"--output_dir={folder}"], cwd=ROOT, env=_ENV, check=True)
+    return paths
 
 
-def baseline(train, validation):
-    wall, out = _timed([sys.executable, "-c", _BASELINE, train, validation])
-    return {**json.loads(out.strip().splitlines()[-1]), "wall": wall}
+def _script(code, *arguments, scratch):
+    wall, rss, out = common.timed_command([sys.executable, "-c", code, *arguments], _ENV, scratch)
+    return {**json.loads(out.strip().splitlines()[-1]), "wall": wall, "rss_mib": rss / 1024}
 
 
-def ours(train, validation, output_dir):
-    wall, _ = _timed([sys.executable, "-m", "bin.feature_extraction", f"--training_file={train}",
-                      f"--validation_file={validation}", "--head=softmax", "--epochs=50",
-                      f"--output_dir={output_dir}"])
+def ours(train, validation, output_dir, scratch, *flags):
+    wall, rss, _ = common.timed_command(
+        [sys.executable, "-m", "bin.feature_extraction", f"--training_file={train}",
+         f"--validation_file={validation}", f"--output_dir={output_dir}", *flags], _ENV, scratch)
     with open(os.path.join(output_dir, "metrics.json"), encoding="utf-8") as f:
         metrics = json.load(f)
-    return {**metrics, "wall": wall}
+    return {**metrics, "wall": wall, "rss_mib": rss / 1024}
+
+
+def matmul_peak(rows, inner, cols, seconds=1.0):
+    """GFLOP/s of a one-thread float32 `(rows, inner) @ (inner, cols)` NumPy matmul (best of repeats)."""
+    import threadpoolctl  # pylint: disable=g-import-not-at-top
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(rows, inner)).astype(np.float32)
+    b = rng.normal(size=(inner, cols)).astype(np.float32)
+    best = float("inf")
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            started = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - started)
+    return 2.0 * rows * inner * cols / best / 1e9
+
+
+def mlp_flops(rows, validation_rows, dim, units=256, classes=10, epochs=50):
+    """FLOPs of the mlp's training: per epoch, forward and weight gradients on the training rows and
+    a forward pass on the validation rows (the per-epoch val_loss)."""
+    forward = 2 * (dim * units + units * classes)
+    return epochs * (rows * (2 * forward + 2 * units * classes) + validation_rows * forward)
+
+
+def _row(name, result, tutorial):
+    return (f"| {name} | {result['wall']:.2f} | {result['fit_seconds']:.3f} | {result['rss_mib']:.0f} | "
+            f"{result['val_accuracy']:.3f} | {tutorial['wall'] / result['wall']:.1f}x |")
+
+
+def single_heads(label, train, validation, workdir, scratch, keras_too=True):
+    """One table: tutorial, the previous Keras heads, ours; returns ours' results by head."""
+    print(f"\n{label}\n\n| what | process wall s | training s | peak RSS MiB | val_accuracy | "
+          f"wall vs tutorial |\n|---|---|---|---|---|---|", flush=True)
+    tutorial = _script(_TUTORIAL, train, validation, scratch=scratch)
+    print(_row("tutorial: `Sequential([Flatten, Dense softmax])`, `fit` 50 epochs, batch 256", tutorial,
+               tutorial), flush=True)
+    for head in ("softmax", "mlp") if keras_too else ():
+        result = _script(_KERAS_HEAD, train, validation, head, scratch=scratch)
+        print(_row(f"previous version's Keras `{head}` head (`tf.data`, Keras fit)", result, tutorial),
+              flush=True)
+    found = {}
+    for head, flags in (("softmax", []), ("mlp", []), ("logreg", []), ("logreg", ["--l2=auto"])):
+        name = head + (" --l2=auto" if flags else "")
+        result = ours(train, validation, os.path.join(workdir, "runs", f"{label[:12]}_{name}".replace(" ", "")),
+                      scratch, f"--head={head}", *flags)
+        found[name] = result
+        print(_row(f"ours: `feature_extraction --head={head}{' ' + flags[0] if flags else ''}`", result,
+                   tutorial), flush=True)
+    return tutorial, found
+
+
+def sweep(workdir, scratch, tutorial_wall):
+    folder = os.path.join(workdir, "sweep")
+    os.makedirs(folder, exist_ok=True)
+    for seed, (network, dim) in enumerate((("net1280", 1280), ("net1024", 1024), ("net576", 576))):
+        for offset, dataset in enumerate(("cifar10", "gtsrb")):
+            write_synthetic(folder, network, dataset, 1000, 1000, dim, seed=10 * seed + offset)
+    output = os.path.join(workdir, "runs", f"sweep-{os.getpid()}")
+    wall, rss, out = common.timed_command(
+        [sys.executable, "-m", "bin.feature_extraction",
+         f"--training_file={os.path.join(folder, '*_train.h5')}",
+         f"--validation_file={os.path.join(folder, '*_validation.h5')}", "--head=softmax,mlp,logreg",
+         "--learning_rate=0.001,0.01", f"--output_dir={output}"], _ENV, scratch)
+    jobs = sum(1 for line in out.splitlines() if line.startswith("[") and "val_accuracy=" in line)
+    print(f"\nsweep: 3 networks x 2 datasets x 3 heads x 2 learning rates, {jobs} jobs in one process: "
+          f"{wall:.2f} s wall, peak RSS {rss / 1024:.0f} MiB; 36 tutorial runs: "
+          f"{36 * tutorial_wall:.1f} s -> {36 * tutorial_wall / wall:.1f}x faster", flush=True)
+
+
+def cpu_description():
+    model, flags = platform.processor() or "?", []
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name") and model in ("?", "x86_64", ""):
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    break
+    except OSError:
+        pass
+    wanted = [f for f in flags if f.startswith(("avx512f", "avx512_bf16", "avx512_vnni", "amx", "avx2", "fma"))]
+    return f"{model}, {os.cpu_count()} CPUs, flags: {' '.join(wanted) or '?'}"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", default="/tmp/heads-bench")
+    parser.add_argument("--data_dir", default=os.path.join(ROOT, "..", "shared", "data"))
+    parser.add_argument("--weights_dir", default=os.path.join(ROOT, "..", "shared", "weights"))
+    parser.add_argument("--skip_large", action="store_true", help="leave out the 10,000 x 2048 features")
     args = parser.parse_args()
-    print(f"date {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
-    with tempfile.TemporaryDirectory() as folder:
-        train, validation = write_caches(folder)
-        runs = {"baseline: keras fit on NumPy arrays": [], "ours: feature_extraction": []}
-        for i in range(args.repeats):
-            runs["baseline: keras fit on NumPy arrays"].append(baseline(train, validation))
-            runs["ours: feature_extraction"].append(ours(train, validation,
-                                                         os.path.join(folder, f"head{i}")))
-    print("\n| 1000 x 512, softmax, 50 epochs | training CPU s | start-up CPU s | process wall s | "
-          "val acc |\n|---|---|---|---|---|")
-    medians = {}
-    for name, results in runs.items():
-        row = [statistics.median(result[key] for result in results)
-               for key in ("fit_cpu_seconds", "startup_cpu_seconds", "wall", "val_accuracy")]
-        medians[name] = row[0]
-        print(f"| {name} | {row[0]:.2f} | {row[1]:.2f} | {row[2]:.2f} | {row[3]:.3f} |")
-    base, mine = medians.values()
-    print(f"\ntraining compute: {base / mine:.1f}x less than the baseline; "
-          f"under one second: {'yes' if mine < 1.0 else 'no'} ({mine:.2f} s CPU, median of "
-          f"{args.repeats})")
-    print("\n| command | `--help` wall s |\n|---|---|")
-    for command in COMMANDS:
-        # absl ends --help with exit status 1.
-        wall = statistics.median(_timed([sys.executable, "-m", f"bin.{command}", "--help"], (0, 1))[0]
-                                 for _ in range(args.repeats))
-        print(f"| {command} | {wall:.2f} |")
-    print(f"\nload at the end {os.getloadavg()[0]:.2f}")
+    scratch = os.path.join(args.workdir, "scratch")
+    os.makedirs(scratch, exist_ok=True)
+    print(f"date {time.strftime('%Y-%m-%d %H:%M')}, {cpu_description()}, load {os.getloadavg()}")
+    peaks = {}
+    for rows, dim in ((256, 1280), (256, 2048)):
+        peaks[dim] = matmul_peak(rows, dim, 256)
+        print(f"one-thread float32 matmul ({rows} x {dim}) @ ({dim} x 256): {peaks[dim]:.1f} GFLOP/s")
+    train, validation = real_caches(args.workdir, args.data_dir, args.weights_dir)
+    tutorial, found = single_heads("MobileNetV2 features of cifar10-mini: 1,000 x 1280 train, 1,000 "
+                                   "validation", train, validation, args.workdir, scratch)
+    limit = mlp_flops(1000, 1000, 1280) / peaks[1280] / 1e9
+    print(f"\nmlp-256 on 1,000 x 1280: {mlp_flops(1000, 1000, 1280) / 1e9:.0f} GFLOP, limit {limit:.2f} s, "
+          f"trained in {found['mlp']['fit_seconds']:.2f} s = {found['mlp']['fit_seconds'] / limit:.2f}x the "
+          f"limit; softmax trained in {found['softmax']['fit_seconds']:.3f} s", flush=True)
+    if not args.skip_large:
+        large = write_synthetic(os.path.join(args.workdir, "large"), "synthetic", "large", 10000, 2500, 2048)
+        _, big = single_heads("synthetic features: 10,000 x 2048 train, 2,500 validation", *large,
+                              args.workdir, scratch)
+        limit = mlp_flops(10000, 2500, 2048) / peaks[2048] / 1e9
+        print(f"\nmlp-256 on 10,000 x 2048: limit {limit:.2f} s, trained in {big['mlp']['fit_seconds']:.2f} s "
+              f"= {big['mlp']['fit_seconds'] / limit:.2f}x the limit", flush=True)
+    sweep(args.workdir, scratch, tutorial["wall"])
+    print(f"\nload at the end {os.getloadavg()}")
 
 
 if __name__ == "__main__":

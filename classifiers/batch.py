@@ -165,7 +165,8 @@ def run_jobs(jobs, output_dir, log=print, plots=False):
     the same shape (`training.stack_key`: e.g. softmax heads with several
     learning rates or L2 penalties, mlp heads of equal width) train together
     as one stack (`classifiers.trainer`), each with its own settings; logreg
-    jobs train one by one. Writes `<output_dir>/<job name>/` per job (see
+    jobs train one by one; jobs that differ only in settings their head
+    ignores (e.g. logreg jobs of a learning-rate sweep) share one training. Writes `<output_dir>/<job name>/` per job (see
     `training.train_head`), then `results.csv`, `results.md` and, with
     `plots`, `results.png` in `output_dir`.
 
@@ -183,7 +184,7 @@ def run_jobs(jobs, output_dir, log=print, plots=False):
             for job in jobs]
     groups = {}  # (training file, validation file) -> stack key -> job indices
     for index, job in enumerate(jobs):
-        key = training.stack_key(job.settings) or ("alone", index)
+        key = training.stack_key(job.settings) or training.effective_settings(job.settings)
         groups.setdefault((job.training_file, job.validation_file), {}).setdefault(key, []).append(index)
     loaded, done = {}, [0]
 
@@ -224,14 +225,16 @@ def _load(loaded, path):
 
 
 def _run_stack(train, validation, standardized, stack_jobs, indices, output_dir, plots, finish):
-    """Trains the heads of one stack together, then writes each job's folder."""
+    """Trains the heads of one stack together (each distinct head once), then writes each job's folder."""
+    distinct = list(dict.fromkeys(training.effective_settings(job.settings) for job in stack_jobs))
     try:
-        fitted = training.fit_heads(train, validation, [job.settings for job in stack_jobs], standardized)
+        fitted = dict(zip(distinct, training.fit_heads(train, validation, distinct, standardized)))
     except Exception as error:  # pylint: disable=broad-except
         for index in indices:
             finish(index, error=error)
         return
-    for index, job, head in zip(indices, stack_jobs, fitted):
+    for index, job in zip(indices, stack_jobs):
+        head = fitted[training.effective_settings(job.settings)]
         try:
             results = training.write_fitted(train, validation, job.settings, head,
                                             os.path.join(output_dir, job.name), plots)

@@ -32,7 +32,7 @@ ADAM_EPSILON = 1e-7
 # BLAS threads by GEMM size (multiply-adds of the largest per-step product): below this
 # many, a second thread costs more in synchronization than it gains (measured on 2 Zen 4
 # vCPUs; see the README's stage-two benchmark).
-TWO_THREADS_FROM = 64 * 1024 * 1024
+TWO_THREADS_FROM = 512 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)

@@ -141,6 +141,22 @@ class FittedHead:
     chosen_l2: float | None = None
 
 
+def effective_settings(settings):
+    """`settings` with the fields its head ignores set to their defaults.
+
+    Two jobs with equal effective settings train the same head (e.g. logreg jobs of a
+    learning-rate sweep, or softmax jobs of a hidden-units sweep), so a batch trains it once.
+    """
+    default = HeadSettings()
+    ignored = {"hidden_units": default.hidden_units, "dropout": default.dropout}
+    if settings.head == "logreg":
+        ignored.update(learning_rate=default.learning_rate, epochs=default.epochs,
+                       batch_size=default.batch_size, early_stopping=default.early_stopping)
+    elif settings.head == "mlp":
+        ignored = {}
+    return dataclasses.replace(settings, **ignored)
+
+
 def stack_key(settings):
     """Heads whose settings share this key train together as one stack; None: alone (logreg)."""
     if settings.head == "logreg":
