@@ -246,6 +246,46 @@ def _scores(probabilities, labels, top5):
     return loss, accuracy, None if ranked is None else ranked.mean(axis=1)
 
 
+def _train_epoch(stack, x_train, y_train, spec, rng, top5):
+    """One pass in a fresh random order; returns `(3, heads)` sample-weighted sums of loss,
+    accuracy and top-5 accuracy (accuracy again without top-5)."""
+    count = len(y_train)
+    order = rng.permutation(count)
+    sums = np.zeros((3, stack.lr.size))
+    for start in range(0, count, spec.batch_size):
+        index = order[start:start + spec.batch_size]
+        uniform = (rng.random((len(index), spec.hidden_units), dtype=np.float32)
+                   if spec.head == "mlp" else None)
+        probabilities, loss = stack.step(x_train[index], y_train[index], uniform)
+        _, accuracy, top = _scores(probabilities, y_train[index], top5)
+        sums += len(index) * np.stack([loss, accuracy, top if top5 else accuracy])
+    return sums
+
+
+def _history_row(epoch, position, sums, count, validation, top5):
+    val_loss, val_accuracy, val_top = validation
+    row = {"epoch": epoch, "loss": sums[0, position] / count, "accuracy": sums[1, position] / count,
+           "val_loss": float(val_loss[position]), "val_accuracy": float(val_accuracy[position])}
+    if top5:
+        row.update(top5_accuracy=sums[2, position] / count, val_top5_accuracy=float(val_top[position]))
+    return row
+
+
+class _EarlyStopping:
+    """Keras' `EarlyStopping(monitor="val_loss", restore_best_weights=True)`, for one head."""
+
+    def __init__(self, patience):
+        self.patience, self.wait, self.best, self.best_epoch, self.weights = patience, 0, np.inf, 0, None
+
+    def should_stop(self, epoch, val_loss, weights):
+        """Records the epoch; `weights()` returns the head's current weights (called if best)."""
+        self.wait += 1
+        if val_loss < self.best:
+            self.best, self.best_epoch, self.weights, self.wait = val_loss, epoch, weights(), 0
+            return False
+        return self.wait >= self.patience and epoch > 0
+
+
 def train_stack(x_train, y_train, x_val, y_val, spec, log=None):
     """Trains `spec.size` heads of one shape together on standardized features.
 
@@ -262,46 +302,27 @@ def train_stack(x_train, y_train, x_val, y_val, spec, log=None):
     """
     rng = np.random.default_rng(spec.seed)
     stack = _Stack(spec, x_train.shape[1], rng)
-    count, heads, top5 = len(y_train), spec.size, spec.num_classes >= 5
-    histories = [[] for _ in range(heads)]
-    alive = list(range(heads))  # Original index of each stack position.
-    best = [(np.inf, 0, None)] * heads  # (val_loss, epoch, weights)
-    waits, results = [0] * heads, [None] * heads
+    top5 = spec.num_classes >= 5
+    histories = [[] for _ in range(spec.size)]
+    stoppers = [_EarlyStopping(spec.early_stopping) for _ in range(spec.size)]
+    alive, results = list(range(spec.size)), [None] * spec.size  # alive: original index by position
     for epoch in range(spec.epochs):
-        order = rng.permutation(count)
-        sums = np.zeros((3, len(alive)))
-        for start in range(0, count, spec.batch_size):
-            index = order[start:start + spec.batch_size]
-            uniform = (rng.random((len(index), spec.hidden_units), dtype=np.float32)
-                       if spec.head == "mlp" else None)
-            probabilities, loss = stack.step(x_train[index], y_train[index], uniform)
-            _, accuracy, top = _scores(probabilities, y_train[index], top5)
-            sums += len(index) * np.stack([loss, accuracy, top if top5 else accuracy])
-        val_loss, val_accuracy, val_top = _scores(softmax(stack.forward(x_val)[0]), y_val, top5)
+        sums = _train_epoch(stack, x_train, y_train, spec, rng, top5)
+        validation = _scores(softmax(stack.forward(x_val)[0]), y_val, top5)
         stopped = []
         for position, original in enumerate(alive):
-            row = {"epoch": epoch, "loss": sums[0, position] / count,
-                   "accuracy": sums[1, position] / count,
-                   "val_loss": float(val_loss[position]), "val_accuracy": float(val_accuracy[position])}
-            if top5:
-                row.update(top5_accuracy=sums[2, position] / count,
-                           val_top5_accuracy=float(val_top[position]))
+            row = _history_row(epoch, position, sums, len(y_train), validation, top5)
             histories[original].append(row)
             if log:
                 log(f"epoch {epoch + 1}/{spec.epochs}: " + "  ".join(
                     f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
-            if spec.early_stopping:
-                waits[original] += 1
-                if row["val_loss"] < best[original][0]:
-                    best[original] = (row["val_loss"], epoch, stack.head_weights(position))
-                    waits[original] = 0
-                elif waits[original] >= spec.early_stopping and epoch > 0:
-                    stopped.append(position)
+            if spec.early_stopping and stoppers[original].should_stop(
+                    epoch, row["val_loss"], lambda p=position: stack.head_weights(p)):
+                stopped.append(position)
         for position in stopped:
-            original = alive[position]
-            _, best_epoch, (kernels, biases) = best[original]
-            results[original] = TrainedHead(tuple(kernels), tuple(biases), tuple(histories[original]),
-                                            epoch + 1, best_epoch)
+            original, stopper = alive[position], stoppers[alive[position]]
+            results[original] = TrainedHead(*map(tuple, stopper.weights), tuple(histories[original]),
+                                            epoch + 1, stopper.best_epoch)
         if stopped:
             keep = [p for p in range(len(alive)) if p not in stopped]
             alive = [alive[p] for p in keep]
@@ -309,9 +330,9 @@ def train_stack(x_train, y_train, x_val, y_val, spec, log=None):
                 break
             stack.keep_only(keep)
     for position, original in enumerate(alive):
-        kernels, biases = (best[original][2] if spec.early_stopping else
-                           stack.head_weights(position))
-        best_epoch = best[original][1] if spec.early_stopping else spec.epochs - 1
+        stopper = stoppers[original]
+        kernels, biases = stopper.weights if spec.early_stopping else stack.head_weights(position)
+        best_epoch = stopper.best_epoch if spec.early_stopping else spec.epochs - 1
         results[original] = TrainedHead(tuple(kernels), tuple(biases), tuple(histories[original]),
                                         spec.epochs, best_epoch)
     return results
