@@ -27,7 +27,8 @@ WEIGHTS = flags.DEFINE_string(
     "a head extracted with --weights=PATH, the same file (checked by SHA-256).")
 HEAD_DIR = flags.DEFINE_string(
     "head_dir", None, "predict, export_model: a head folder written by feature_extraction (its "
-    "--output_dir), holding head_config.json and head.keras or head.joblib.")
+    "--output_dir), holding head_config.json and head.npz (or an older head.keras or "
+    "head.joblib).")
 SEED = flags.DEFINE_integer(
     "seed", 0, "Random seed: --per_class and --validation_split (extract_features), "
     "initialization and shuffling (feature_extraction).", lower_bound=0)
