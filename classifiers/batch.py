@@ -166,9 +166,10 @@ def run_jobs(jobs, output_dir, log=print, plots=False):
     learning rates or L2 penalties, mlp heads of equal width) train together
     as one stack (`classifiers.trainer`), each with its own settings; logreg
     jobs train one by one; jobs that differ only in settings their head
-    ignores (e.g. logreg jobs of a learning-rate sweep) share one training. Writes `<output_dir>/<job name>/` per job (see
-    `training.train_head`), then `results.csv`, `results.md` and, with
-    `plots`, `results.png` in `output_dir`.
+    ignores (e.g. logreg jobs of a learning-rate sweep) share one training.
+    Writes `<output_dir>/<job name>/` per job (see `training.train_head`),
+    then `results.csv`, `results.md` and, with `plots`, `results.png` in
+    `output_dir`.
 
     Args:
         jobs: `Job`s.

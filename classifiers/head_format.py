@@ -159,8 +159,8 @@ def to_keras(head):
     weights = [folded_first_layer(head)] + list(zip(head.kernels[1:], head.biases[1:]))
     for index, ((kernel, bias), activation) in enumerate(zip(weights, head.activations)):
         last = index == len(weights) - 1
-        dense = keras.layers.Dense(kernel.shape[1], activation=activation,
-                                   name="predictions" if last else ("hidden" if index == 0 else f"hidden_{index}"))
+        name = "predictions" if last else ("hidden" if index == 0 else f"hidden_{index}")
+        dense = keras.layers.Dense(kernel.shape[1], activation=activation, name=name)
         x = dense(x)
         dense.set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
         if not last and head.head == "mlp":
