@@ -288,3 +288,16 @@ def test_fidelity_survives_parts_and_merges(tmp_path):
     assert precisions.Fidelity.from_attrs(cache.read_fidelity(given)) == precisions.EXACT
     # The fidelity is a measurement, not a setting: the fingerprint does not cover it.
     assert cache.read_metadata(copied)[1] == cache.read_metadata(given)[1]
+
+
+def test_precision_help_says_what_auto_does():
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    from bin import extract_features  # pylint: disable=g-import-not-at-top,unused-import
+
+    text = " ".join(flags.FLAGS["precision"].help.split())
+    assert f"median >= {precisions.GATE.min_median:g} and 1st percentile >= " \
+        f"{precisions.GATE.min_p1:g}" in text
+    assert "picks the fastest" in text and "int8: OpenVINO only" in text
+    assert flags.FLAGS["calibration_images"].default == precisions.CALIBRATION_IMAGES
+    assert flags.FLAGS["check_images"].default == precisions.CHECK_IMAGES
