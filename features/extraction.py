@@ -90,7 +90,7 @@ def default_dataset_name(dataset_dir):
 
 def suggested_name(value):
     """A valid `--dataset` value close to `value`: other characters become `_`."""
-    name = re.sub(r"[^A-Za-z0-9._\-]+", "_", value or "").lstrip("._-")
+    name = re.sub(r"[^A-Za-z0-9._\-]+", "_", value or "").strip("._-")
     return name or "dataset"
 
 

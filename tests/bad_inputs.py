@@ -182,7 +182,7 @@ CASES = (
     Case("non-UTF-8 class folder", non_utf8_class, "refused",
          r"Expected file and folder names in UTF-8 .* Received: 4 names .*'caf\\xe9'.* Rename them"),
     Case("folder name not a dataset name", bad_dataset_name, "refused",
-         r"Expected --dataset to be letters.*Received: dataset='my pets \(2024\)'.*--dataset=my_pets_2024_"),
+         r"Expected --dataset to be letters.*Received: dataset='my pets \(2024\)'.*--dataset=my_pets_2024 to name it"),
     Case("one class", one_class, "refused",
          r"Expected at least two classes .* Received: 1 class \('cat'\)"),
     Case("class of one image", lonely_class, "works",

@@ -98,7 +98,7 @@ def test_estimated_cache_size_is_announced_above_one_gib(tmp_path, caplog):
 
 
 def test_suggested_dataset_name():
-    assert extraction.suggested_name("my pets (2024)") == "my_pets_2024_"
+    assert extraction.suggested_name("my pets (2024)") == "my_pets_2024"
     assert extraction.suggested_name("..ümlaut") == "mlaut"
     assert extraction.suggested_name("???") == "dataset"
 
