@@ -476,7 +476,8 @@ def one_split_classes(train, validation):
             more = f" and {len(lonely) - _MAX_SHOWN} more" if len(lonely) > _MAX_SHOWN else ""
             messages.append(
                 f"{len(lonely)} class{'es' * (len(lonely) != 1)} only in the {present} split, none in the "
-                f"{absent} split: {shown}{more}. {'They are' if len(lonely) != 1 else 'It is'} kept: {effect}. Add images to "
+                f"{absent} split: {shown}{more}. {'They are' if len(lonely) != 1 else 'It is'} kept: "
+                f"{effect}. Add images to "
                 f"{'them' if len(lonely) != 1 else 'it'} (at least 2 per class when the validation split is "
                 f"carved out with --validation_split) to have every class in both splits."
             )

@@ -169,7 +169,8 @@ class Case:
     class_names: tuple = ()
 
 
-DANGLING = r"gone\.jpg' to be a readable image\. Received: a symbolic link to '.*no_such_picture\.jpg', which does not exist"
+DANGLING = (r"gone\.jpg' to be a readable image\. Received: a symbolic link to '.*no_such_picture\.jpg', "
+            r"which does not exist")
 LOOP = r"loop\.jpg' to be a readable image\. Received: a symbolic link loop"
 
 CASES = (
