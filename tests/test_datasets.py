@@ -270,7 +270,7 @@ def test_cifar10_errors(tmp_path):
     os.makedirs(tmp_path / "evil")
     with open(tmp_path / "evil" / "data_batch_1", "wb") as f:
         pickle.dump({b"data": np.zeros((1, 3072), np.uint8), b"labels": [os.getcwd]}, f)
-    with pytest.raises(DatasetError, match=r"readable pickle of plain data. Received: UnpicklingError: it "
+    with pytest.raises(DatasetError, match=r"readable pickle of plain data. Received: UnsafePickleError: it "
                        r"refers to posix.getcwd, which is not plain data. .*--allow_pickle .* only for files you trust"):
         datasets.load_dataset(str(tmp_path / "evil"), "cifar10")
     with pytest.raises(DatasetError, match="CIFAR-10 python batches .* Received: none found"):
