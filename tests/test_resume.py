@@ -196,17 +196,20 @@ def test_sigkill_then_resume(folder_dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_executor_matches_a_local_run(folder_dataset, tmp_path):
+@pytest.mark.parametrize("checkpoint_every", [4, 1024])  # 1024: a split smaller than 2 checkpoints
+def test_ray_executor_matches_a_local_run(folder_dataset, tmp_path, checkpoint_every):
     pytest.importorskip("ray")
-    reference = extract(folder_dataset, tmp_path / "reference")
-    results = extract(folder_dataset, tmp_path / "ray", executor="ray", num_shards=2)
+    reference = extract(folder_dataset, tmp_path / "reference", checkpoint_every=checkpoint_every)
+    results = extract(folder_dataset, tmp_path / "ray", executor="ray", num_shards=2,
+                      checkpoint_every=checkpoint_every)
     assert_same_caches(results, reference)
     shards = [f"vgg16_shapes_bottleneck_features_{split}-{i:05d}-of-00002.h5"
               for split in ("train", "validation") for i in range(2)]
     assert sorted(os.listdir(tmp_path / "ray")) == sorted(
         [os.path.basename(r.path) for r in results] + shards)
     # Run again: the merged caches are reused.
-    assert [r.reused for r in extract(folder_dataset, tmp_path / "ray", executor="ray")] == [True, True]
+    assert [r.reused for r in extract(folder_dataset, tmp_path / "ray", executor="ray",
+                                      checkpoint_every=checkpoint_every)] == [True, True]
 
 
 def test_bad_executor(folder_dataset, tmp_path):
