@@ -544,6 +544,10 @@ def _select_precision(requested, metadata, weights, device, splits, options):
     Returns:
         A `features.precision.Selection`.
     """
+    if not precisions.needs_samples(requested, metadata.engine, device):
+        selection = precisions.select(requested, metadata.engine, device, None, None, None, None)
+        logging.info("%s", selection.reason)
+        return selection
     calibration_images, check_images, batch_size, views = options
     spec = networks.get_network(metadata.network)
     train, validation = splits["train"], splits["validation"]

@@ -354,6 +354,13 @@ def _measure(precisions, make_engine, samples, key, store):
     return measurements, built
 
 
+def needs_samples(requested, engine, device):
+    """False where `select` decides without images: float32, and auto off OpenVINO or off a CPU."""
+    if requested == "float32":
+        return False
+    return requested != "auto" or (engine == "openvino" and device.kind == "cpu")
+
+
 def select(requested, engine, device, make_engine, samples, key_payload, store, flags=(),
            gate=GATE, nncf_available=True):
     """Resolves a precision request to the precision extraction runs in, with its fidelity.
@@ -372,7 +379,8 @@ def select(requested, engine, device, make_engine, samples, key_payload, store, 
         engine: the resolved engine name.
         device: the `features.engines.Device`.
         make_engine: a function `(precision, calibration) -> engine`.
-        samples: the `Samples` to measure on.
+        samples: the `Samples` to measure on; may be None where
+            `needs_samples` is False.
         key_payload: a JSON-able description of the network and engine.
         store: the folder measurements are stored in.
         flags: the CPU's feature flags.

@@ -301,3 +301,14 @@ def test_precision_help_says_what_auto_does():
     assert "picks the fastest" in text and "int8: OpenVINO only" in text
     assert flags.FLAGS["calibration_images"].default == precisions.CALIBRATION_IMAGES
     assert flags.FLAGS["check_images"].default == precisions.CHECK_IMAGES
+
+
+@pytest.mark.parametrize("requested, engine, device, needed", [
+    ("float32", "openvino", CPU, False), ("auto", "keras", CPU, False), ("auto", "xla", GPU, False),
+    ("auto", "openvino", CPU, True), ("bfloat16", "keras", CPU, True), ("int8", "openvino", CPU, True),
+])
+def test_samples_are_needed_only_to_measure(requested, engine, device, needed, tmp_path):
+    assert precisions.needs_samples(requested, engine, device) == needed
+    if not needed:
+        selection = precisions.select(requested, engine, device, None, None, None, str(tmp_path))
+        assert (selection.precision, selection.fidelity) == ("float32", precisions.EXACT)
