@@ -19,10 +19,17 @@ For each dataset this script, with the project's API:
    where delta is the gain in accuracy points over the same head without
    augmentation.
 
-Example (from the repository root; about 6 minutes on 2 busy CPU cores; the weights
-file and the data come from ../shared, see ../shared/data/README.md):
+Data: --data_dir holds one folder per dataset: cifar10-mini/ (CIFAR-10 JPEGs,
+train/<class>/ and val/<class>/, 100 per class each), cats-vs-dogs-mini/
+(Kaggle's Dogs vs. Cats photos, train/{cats,dogs}/ and val/{cats,dogs}/) and,
+for --datasets=gtsrb, gtsrb-mini/ (GTSRB in its official Final_Training/ and
+Final_Test/ layout). Weights: with --weights=imagenet (the default) the Keras
+file mobilenet_v2_1.00_224_no_top.weights.h5 in --weights_dir, else Keras
+downloads them; --weights=PATH names a file directly.
 
-  .venv/bin/python examples/cached_augmentation.py
+Example (from the repository root; about 6 minutes on 2 busy CPU cores):
+
+  .venv/bin/python examples/cached_augmentation.py --data_dir=DATA --weights_dir=WEIGHTS
 
 Everything is written under --output_dir (caches, heads, results.md); running
 the same command again reuses the caches.
@@ -39,21 +46,23 @@ from absl import flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from examples import common  # pylint: disable=wrong-import-position
-SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
 
 # Dataset name in the cache files -> folder under --data_dir.
 DATASETS = {"cifar10": "cifar10-mini", "cats-vs-dogs": "cats-vs-dogs-mini", "gtsrb": "gtsrb-mini"}
 
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", os.path.join(SHARED, "data"),
-    f"Folder holding the datasets ({', '.join(DATASETS.values())}; see ../shared/data/README.md).")
+    "data_dir", common.DATA_DIR,
+    "Folder holding the datasets: " + "; ".join(f"{folder}/: {common.DATASETS[folder]}"
+                                                 for folder in DATASETS.values()) + ".")
 _DATASETS = flags.DEFINE_list("datasets", ["cifar10", "cats-vs-dogs"],
                               f"Datasets, a comma list of {', '.join(DATASETS)}.")
 flags.register_validator("datasets", lambda names: bool(names) and set(names) <= set(DATASETS),
                          f"Expected --datasets to be a comma list of {', '.join(DATASETS)}.")
 _WEIGHTS = flags.DEFINE_string(
-    "weights", os.path.join(SHARED, "weights", "mobilenet_v2_1.00_224_no_top.weights.h5"),
-    "MobileNetV2 weights: a Keras weights file without the top, or 'imagenet' (downloaded by Keras).")
+    "weights", "imagenet", "MobileNetV2 weights: 'imagenet' (the Keras file in --weights_dir, else "
+    "downloaded by Keras) or a path to a Keras weights file without the top.")
+_WEIGHTS_DIR = flags.DEFINE_string("weights_dir", common.WEIGHTS_DIR,
+                                   common.weights_help(["mobilenet_v2"]))
 _PER_CLASS = flags.DEFINE_integer("per_class", 100, "Training images per class.", lower_bound=1)
 _COPIES = flags.DEFINE_integer("copies", 4, "Augmented views per training image.", lower_bound=1)
 _AUGMENTATIONS = flags.DEFINE_string(
@@ -68,18 +77,20 @@ _OUTPUT_DIR = flags.DEFINE_string(
 
 
 def _check_paths(data_dir, weights):
+    """Refuses a missing dataset or weights file before any work."""
     for name in _DATASETS.value:
-        folder = os.path.join(data_dir, DATASETS[name])
-        if not os.path.isdir(folder):
+        if not os.path.isdir(os.path.join(data_dir, DATASETS[name])):
             raise app.UsageError(
-                f"Expected the {name} subset at {folder}. Received: no such folder. Pass "
-                f"--data_dir=<folder holding {DATASETS[name]}/> (see ../shared/data/README.md), or "
-                "--datasets to leave it out.")
+                f"Expected a folder {DATASETS[name]}/ in --data_dir holding "
+                f"{common.DATASETS[DATASETS[name]]}. Received: no such folder at "
+                f"{os.path.join(data_dir, DATASETS[name])}. Pass --data_dir=<folder holding "
+                f"{DATASETS[name]}/>, or --datasets to leave {name} out.")
     if weights != "imagenet" and not os.path.isfile(weights):
         raise app.UsageError(
             f"Expected the MobileNetV2 weights file at {weights}. Received: no such file. Pass "
-            "--weights=<mobilenet_v2_1.00_224_no_top.weights.h5> (in ../shared/weights), or "
-            "--weights=imagenet on a machine with internet.")
+            "--weights=<a MobileNetV2 weights file without the top>, or --weights=imagenet with "
+            f"--weights_dir=<folder holding {common.WEIGHTS_FILES['mobilenet_v2', False]}> (or on a "
+            "machine with internet).")
 
 
 def main(argv):
@@ -90,7 +101,7 @@ def main(argv):
 
     output = common.output_dir(_OUTPUT_DIR.value)
     data_dir = os.path.abspath(_DATA_DIR.value)
-    weights = _WEIGHTS.value if _WEIGHTS.value == "imagenet" else os.path.abspath(_WEIGHTS.value)
+    weights = common.resolve_weights(_WEIGHTS.value, "mobilenet_v2", _WEIGHTS_DIR.value)
     _check_paths(data_dir, weights)
     try:
         settings = [training.HeadSettings(head=head).check() for head in _HEADS.value]

@@ -3,17 +3,23 @@
 Runs the project's own API, in three stages, and prints a table of validation
 accuracy and time per stage:
 
-1. `extract_features`: MobileNetV2 (ImageNet weights from a file) over
-   ../shared/data/cats-vs-dogs-mini, --per_class training images per class
-   (the validation split, 100 photos per class, is kept whole);
+1. `extract_features`: MobileNetV2 (ImageNet weights) over cats-vs-dogs-mini/
+   in --data_dir (Kaggle's Dogs vs. Cats photos: train/{cats,dogs}/*.jpg and
+   val/{cats,dogs}/*.jpg, e.g. 200 and 100 per class), --per_class training
+   images per class (the validation split is kept whole);
 2. `train_head`: the lab's softmax head on the cached features (50 epochs,
    Adam 1e-3, batch 256: the command's defaults);
 3. `fine_tune`: that head and the last --unfreeze_blocks blocks of MobileNetV2,
    end to end on the images, once per --learning_rate.
 
+Weights: with --weights=imagenet (the default), the Keras file
+mobilenet_v2_1.00_224_no_top.weights.h5 in --weights_dir, else Keras downloads
+them; --weights=PATH names a file directly.
+
 Example (from the repository root; about 5-10 minutes on 2 CPU cores):
 
-  .venv/bin/python examples/fine_tune_cats_vs_dogs.py --output_dir=/tmp/fine_tune_cats_vs_dogs
+  .venv/bin/python examples/fine_tune_cats_vs_dogs.py --data_dir=DATA --weights_dir=WEIGHTS \\
+      --output_dir=/tmp/fine_tune_cats_vs_dogs
 
 Everything is written under --output_dir (caches, head, fine-tuned models, and
 results.md with the table); nothing goes into the repository.
@@ -31,11 +37,13 @@ sys.path.insert(0, ROOT)
 from examples import common  # pylint: disable=wrong-import-position
 
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", os.path.join(ROOT, "..", "shared", "data", "cats-vs-dogs-mini"),
-    "The cats-vs-dogs-mini folder (train/{cats,dogs}, val/{cats,dogs}).")
+    "data_dir", common.DATA_DIR,
+    f"Folder holding cats-vs-dogs-mini/: {common.DATASETS['cats-vs-dogs-mini']} (or that folder itself).")
 _WEIGHTS = flags.DEFINE_string(
-    "weights", os.path.join(ROOT, "..", "shared", "weights", "mobilenet_v2_1.00_224_no_top.weights.h5"),
-    "MobileNetV2 ImageNet weights without the top, as a Keras .weights.h5 file.")
+    "weights", "imagenet", "MobileNetV2 ImageNet weights: 'imagenet' (the Keras file in --weights_dir, "
+    "else downloaded by Keras) or a path to a Keras weights file without the top.")
+_WEIGHTS_DIR = flags.DEFINE_string("weights_dir", common.WEIGHTS_DIR,
+                                   common.weights_help(["mobilenet_v2"]))
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "/tmp/fine_tune_cats_vs_dogs", "Where everything goes.")
 _PER_CLASS = flags.DEFINE_integer("per_class", 100, "Training images per class.", lower_bound=1)
 _UNFREEZE_BLOCKS = flags.DEFINE_integer("unfreeze_blocks", 2, "Last blocks of MobileNetV2 to train.",
@@ -62,17 +70,22 @@ def main(argv):
     from features import extraction  # pylint: disable=g-import-not-at-top
 
     output = common.output_dir(_OUTPUT_DIR.value)
-    data_dir = os.path.abspath(_DATA_DIR.value)
-    for path in (data_dir, _WEIGHTS.value):
-        if not os.path.exists(path):
-            raise app.UsageError(f"Expected {path} (see ../shared/data/README.md). Received: no such "
-                                 "file or folder. Pass --data_dir and --weights.")
+    try:
+        data_dir = common.dataset_folder(_DATA_DIR.value, "cats-vs-dogs-mini")
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    weights = common.resolve_weights(_WEIGHTS.value, "mobilenet_v2", _WEIGHTS_DIR.value)
+    if weights not in ("imagenet", "none") and not os.path.isfile(weights):
+        raise app.UsageError(
+            f"Expected a MobileNetV2 weights file at {weights}. Received: no such file. Pass --weights=<a "
+            "Keras weights file without the top>, or --weights=imagenet with --weights_dir=<folder holding "
+            f"{common.WEIGHTS_FILES['mobilenet_v2', False]}> (or on a machine with internet).")
     rows = []
 
     started = time.perf_counter()
     results = extraction.extract_features(
         network="mobilenet_v2", dataset_dir=data_dir, output_dir=os.path.join(output, "caches"),
-        per_class=_PER_CLASS.value, weights=_WEIGHTS.value)
+        per_class=_PER_CLASS.value, weights=weights)
     seconds = time.perf_counter() - started
     reused = " (reused)" if all(r.reused for r in results) else ""
     rows.append(("1. extract_features", f"MobileNetV2 @224, {results[0].num_samples} train + "
@@ -90,7 +103,7 @@ def main(argv):
         result = fine_tune.fine_tune(
             head_dir, data_dir, output_dir=f"{head_dir}_fine_tuned_lr{text}",
             unfreeze_blocks=_UNFREEZE_BLOCKS.value, epochs=_EPOCHS.value,
-            learning_rate=learning_rate, batch_size=_BATCH_SIZE.value, weights=_WEIGHTS.value,
+            learning_rate=learning_rate, batch_size=_BATCH_SIZE.value, weights=weights,
             overwrite=True)
         print(fine_tune.format_summary(result))
         if len(rows) == 2:  # Measured by every run, before its first step; the same each time.

@@ -5,8 +5,9 @@ head on MNIST digits, then writes some test digits to a folder, each named
 after its five most probable classes (`[7 9 1 2 3].png`). This script does the
 same with the project's API:
 
-1. `extract_features`: --network over ../shared/data/mnist-t10k (the official
-   MNIST test set, 10,000 grey 28x28 digits in IDX files). A lone t10k pair is
+1. `extract_features`: --network over mnist-t10k/ in --data_dir (the official
+   MNIST test set, 10,000 grey 28x28 digits, in the IDX files as published:
+   t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz). A lone t10k pair is
    one split, so 20% of it (stratified, seeded) is held out for validation and
    --per_class training digits per class are kept from the rest. Every digit
    becomes RGB and is resized (bilinear) to the network's input size (224 by
@@ -22,12 +23,17 @@ downloads on first use:
 
   .venv/bin/python examples/mnist_top5.py
 
-On a machine without internet, use a network whose weights file you have, e.g.
-MobileNet with the file in ../shared/weights (this is how the figures in the
-README were made; about 5 minutes on 2 busy CPU cores):
+With --weights=imagenet (the default), a network whose Keras weights file is
+in --weights_dir runs with it instead (VGG16:
+vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5; MobileNet:
+mobilenet_1_0_224_tf_no_top.weights.h5). On a machine without internet, use a
+network whose weights file you have, e.g. MobileNet (this is how the figures in
+the README were made; about 5 minutes on 2 busy CPU cores):
 
   .venv/bin/python examples/mnist_top5.py --network=mobilenet \\
-      --weights=../shared/weights/mobilenet_1_0_224_tf_no_top.weights.h5
+      --data_dir=DATA --weights_dir=WEIGHTS
+
+--weights=PATH names a weights file directly.
 
 Everything is written under --output_dir (caches, head, the input PNGs, the
 dump and results.md); running the same command again reuses the caches.
@@ -46,12 +52,14 @@ sys.path.insert(0, ROOT)
 from examples import common  # pylint: disable=wrong-import-position
 
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "mnist-t10k")),
-    "Folder of MNIST IDX files (t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz).")
+    "data_dir", common.DATA_DIR,
+    f"Folder holding mnist-t10k/: {common.DATASETS['mnist-t10k']} (or that folder itself).")
 _NETWORK = flags.DEFINE_string("network", "vgg16", "The frozen network (a registry name).")
 _WEIGHTS = flags.DEFINE_string(
-    "weights", "imagenet", "'imagenet' (downloaded by Keras), 'none' (random), or a path to a "
-    "Keras weights file of --network without its top.")
+    "weights", "imagenet", "'imagenet' (the network's file in --weights_dir, else downloaded by Keras), "
+    "'none' (random), or a path to a Keras weights file of --network without its top.")
+_WEIGHTS_DIR = flags.DEFINE_string("weights_dir", common.WEIGHTS_DIR,
+                                   common.weights_help(["vgg16", "mobilenet_v2", "mobilenet"]))
 _INPUT_SIZE = flags.DEFINE_integer(
     "input_size", None, "Side the digits are resized to; default: the network's (224).",
     lower_bound=1)
@@ -83,18 +91,17 @@ def main(argv):
     from classifiers import predict  # pylint: disable=g-import-not-at-top
     from classifiers import training  # pylint: disable=g-import-not-at-top
     from features import extraction  # pylint: disable=g-import-not-at-top
+    from features import networks  # pylint: disable=g-import-not-at-top
     from pipeline import cache  # pylint: disable=g-import-not-at-top
     from pipeline import datasets  # pylint: disable=g-import-not-at-top
 
     output = common.output_dir(_OUTPUT_DIR.value)
-    data_dir = os.path.abspath(_DATA_DIR.value)
-    if not os.path.isdir(data_dir):
-        raise app.UsageError(
-            f"Expected the MNIST test set (t10k-*-ubyte.gz) at {data_dir}. Received: no such folder. "
-            "Pass --data_dir=<folder of MNIST IDX files> (see ../shared/data/README.md).")
-    weights = _WEIGHTS.value
-    if weights not in ("imagenet", "none"):
-        weights = os.path.abspath(weights)
+    try:
+        data_dir = common.dataset_folder(_DATA_DIR.value, "mnist-t10k")
+        network = networks.get_network(_NETWORK.value).name
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    weights = common.resolve_weights(_WEIGHTS.value, network, _WEIGHTS_DIR.value)
     rows = []
 
     started = time.perf_counter()

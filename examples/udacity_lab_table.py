@@ -14,10 +14,11 @@ the same with `features.extraction.extract_features` and `classifiers.batch`:
 3. print the lab's table (network x dataset validation accuracy) and the time
    each stage took.
 
-Weights: a network whose Keras weights file is in --weights_dir runs with it
-(there: MobileNetV2 `mobilenet_v2_1.00_224_no_top.weights.h5` and MobileNet
-`mobilenet_1_0_224_tf_no_top.weights.h5`); any other network runs with
-weights=imagenet, which Keras downloads on first use. On a machine with
+Weights: a network whose Keras ImageNet weights file is in --weights_dir runs
+with it (MobileNetV2 `mobilenet_v2_1.00_224_no_top.weights.h5`, MobileNet
+`mobilenet_1_0_224_tf_no_top.weights.h5`, VGG16
+`vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`); any other network runs
+with weights=imagenet, which Keras downloads on first use. On a machine with
 internet, add the lab's own networks:
 
   .venv/bin/python examples/udacity_lab_table.py \\
@@ -29,10 +30,13 @@ table as failed (with the reason) and the others go on.
 Example (from the repository root; 16 minutes on 2 CPU cores shared with other
 jobs, less on an idle machine):
 
-  .venv/bin/python examples/udacity_lab_table.py
+  .venv/bin/python examples/udacity_lab_table.py --data_dir=DATA --weights_dir=WEIGHTS
 
-Data: ../shared/data/cifar10-mini and ../shared/data/gtsrb-mini (beside the
-checkout; see ../shared/data/README.md), or pass --data_dir. Everything is
+Data: --data_dir holds cifar10-mini/ (CIFAR-10 as JPEGs, train/<class>/ with
+100 images per class from the CIFAR train split and val/<class>/ with 100 per
+class from its test split; or Krizhevsky's python batches) and gtsrb-mini/ (the
+German traffic signs in GTSRB's official layout, Final_Training/Images/000NN/
+with GT-000NN.csv and Final_Test/Images/ with GT-final_test.csv). Everything is
 written under --output_dir (caches, one folder per head, results.md with the
 tables); running the same command again reuses the caches.
 
@@ -59,17 +63,13 @@ from examples import common  # pylint: disable=wrong-import-position
 
 # The lab's datasets: name in the cache files -> (folder under --data_dir, label in the table).
 DATASETS = {"cifar10": ("cifar10-mini", "CIFAR-10"), "gtsrb": ("gtsrb-mini", "GTSRB")}
-# Keras weights files without the top, looked for in --weights_dir.
-WEIGHTS_FILES = {"mobilenet_v2": "mobilenet_v2_1.00_224_no_top.weights.h5",
-                 "mobilenet": "mobilenet_1_0_224_tf_no_top.weights.h5"}
 
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", os.path.normpath(os.path.join(ROOT, "..", "shared", "data")),
-    "Folder holding cifar10-mini/ and gtsrb-mini/ (see ../shared/data/README.md).")
+    "data_dir", common.DATA_DIR,
+    "Folder holding the datasets: " + "; ".join(f"{folder}/: {common.DATASETS[folder]}"
+                                                 for folder, _ in DATASETS.values()) + ".")
 _WEIGHTS_DIR = flags.DEFINE_string(
-    "weights_dir", os.path.normpath(os.path.join(ROOT, "..", "shared", "weights")),
-    f"Folder of Keras weights files: {', '.join(f'{k}: {v}' for k, v in WEIGHTS_FILES.items())}. "
-    "A network without its file there uses weights=imagenet (downloaded by Keras).")
+    "weights_dir", common.WEIGHTS_DIR, common.weights_help(["mobilenet_v2", "mobilenet", "vgg16"]))
 _NETWORKS = flags.DEFINE_list(
     "networks", ["mobilenet_v2", "mobilenet"],
     "Networks to compare (registry names or the lab's aliases vgg, resnet, inception).")
@@ -96,16 +96,15 @@ def _check_paths(data_dir):
         folder = os.path.join(data_dir, DATASETS[name][0])
         if not os.path.isdir(folder):
             raise app.UsageError(
-                f"Expected the {DATASETS[name][1]} subset at {folder}. Received: no such folder. "
-                "Pass --data_dir=<folder holding cifar10-mini/ and gtsrb-mini/> (see "
-                "../shared/data/README.md), or --datasets to leave it out.")
+                f"Expected a folder {DATASETS[name][0]}/ in --data_dir holding "
+                f"{common.DATASETS[DATASETS[name][0]]}. Received: no such folder at {folder}. Pass "
+                f"--data_dir=<folder holding {DATASETS[name][0]}/>, or --datasets to leave {name} out.")
 
 
 def _weights(network, weights_dir):
     from features import networks  # pylint: disable=g-import-not-at-top
 
-    path = os.path.join(weights_dir, WEIGHTS_FILES.get(networks.get_network(network).name, "-"))
-    return path if os.path.isfile(path) else "imagenet"
+    return common.weights_file(networks.get_network(network).name, weights_dir) or "imagenet"
 
 
 def _table_from_pickles(folder, output, settings):

@@ -16,17 +16,20 @@ With the project's API:
    logistic regression) on the codes;
 3. a table of validation accuracy and the time of each stage.
 
-The default is VGG16 with ImageNet weights (with the top: Keras downloads
-vgg16_weights_tf_dim_ordering_tf_kernels.h5, 528 MB, on first use), on
-../shared/data/cats-vs-dogs-mini:
+The default is VGG16 with ImageNet weights, with the top: Keras' file
+vgg16_weights_tf_dim_ordering_tf_kernels.h5 (528 MB) from --weights_dir if it is
+there, else Keras downloads it on first use. The default --data_dir is a
+cats-vs-dogs-mini folder beside the checkout (Kaggle's Dogs vs. Cats photos,
+train/{cats,dogs}/*.jpg and val/{cats,dogs}/*.jpg); any folder dataset will do:
 
-  .venv/bin/python examples/vgg_fc1_codes.py
+  .venv/bin/python examples/vgg_fc1_codes.py --data_dir=DATA/cats-vs-dogs-mini
 
 A machine without internet and without that file can still check that the
 pipeline works end to end, with random weights (the accuracy then means
 nothing; the script says so; about 6 minutes on 2 busy CPU cores):
 
-  .venv/bin/python examples/vgg_fc1_codes.py --weights=none --per_class=50
+  .venv/bin/python examples/vgg_fc1_codes.py --weights=none --per_class=50 \\
+      --data_dir=DATA/cats-vs-dogs-mini
 
 Everything is written under --output_dir (caches, head, results.md); running the
 same command again reuses the caches.
@@ -45,14 +48,19 @@ sys.path.insert(0, ROOT)
 from examples import common  # pylint: disable=wrong-import-position
 
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cats-vs-dogs-mini")),
+    "data_dir", os.path.join(common.DATA_DIR, "cats-vs-dogs-mini"),
     "A folder dataset: <root>/train/<class>/*.jpg and <root>/val/<class>/*.jpg, or "
-    "<root>/<class>/*.jpg.")
+    "<root>/<class>/*.jpg; e.g. cats-vs-dogs-mini/: " + common.DATASETS["cats-vs-dogs-mini"] + ".")
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset name in the cache file names; default: "
                                "the folder's name.")
 _WEIGHTS = flags.DEFINE_string(
-    "weights", "imagenet", "'imagenet' (downloaded by Keras), 'none' (random: checks the pipeline "
-    "only), or a path to a Keras VGG16 weights file WITH its top.")
+    "weights", "imagenet", "'imagenet' (Keras' file in --weights_dir, else downloaded by Keras), 'none' "
+    "(random: checks the pipeline only), or a path to a Keras VGG16 weights file WITH its top.")
+_WEIGHTS_DIR = flags.DEFINE_string("weights_dir", common.WEIGHTS_DIR,
+                                   "Folder of Keras ImageNet weights files: with --weights=imagenet, VGG16 "
+                                   "runs with Keras' file " + common.WEIGHTS_FILES["vgg16", True] + " (for "
+                                   "a --layer before the top: " + common.WEIGHTS_FILES["vgg16", False]
+                                   + ") from this folder where it is there, else Keras downloads it.")
 _LAYER = flags.DEFINE_string("layer", "fc1", "VGG16 layer whose output is the code (fc1 or fc2: "
                              "4096-d; a convolutional layer is average-pooled).")
 _PER_CLASS = flags.DEFINE_integer("per_class", 100, "Training images per class.", lower_bound=1)
@@ -84,11 +92,11 @@ def main(argv):
     if not os.path.isdir(data_dir):
         raise app.UsageError(
             f"Expected a folder dataset at {data_dir}. Received: no such folder. Pass "
-            "--data_dir=<root of <class>/ folders, or of train/ and val/> (the default is "
-            "../shared/data/cats-vs-dogs-mini; see ../shared/data/README.md).")
-    weights = _WEIGHTS.value
-    if weights not in ("imagenet", "none"):
-        weights = os.path.abspath(weights)
+            "--data_dir=<root of <class>/ folders, or of train/ and val/>, e.g. a cats-vs-dogs-mini "
+            f"folder: {common.DATASETS['cats-vs-dogs-mini']}.")
+    # Only the classifier top's layers need the weights file with the top (Keras' VGG16 layer names).
+    weights = common.resolve_weights(_WEIGHTS.value, "vgg16", _WEIGHTS_DIR.value,
+                                     include_top=_LAYER.value in ("flatten", "fc1", "fc2", "predictions"))
     rows = []
 
     started = time.perf_counter()
