@@ -55,6 +55,9 @@ _DROPOUT = flags.DEFINE_list("dropout", ["0.5"], "Dropout rate of the mlp head; 
 _L2 = flags.DEFINE_list(
     "l2", ["0.0"], "L2 penalty on the kernels (logreg: C = 1/l2; 0 means C = 1), or 'auto' "
     "(logreg: chosen by 5-fold cross-validation on the training split); a list sweeps.")
+_WORKERS = flags.DEFINE_integer(
+    "workers", 1, "Processes for a batch: pairs of caches that share no file train in parallel, "
+    "one BLAS thread each. Worth it only with idle cores.", lower_bound=1)
 _PLOTS = flags.DEFINE_boolean(
     "plots", False, "Also draw history.png and confusion_matrix.png per head (and results.png "
     "for a batch); about 0.5 s for matplotlib's import plus ~0.1 s a plot.")
@@ -101,6 +104,7 @@ def main(argv):
         seed=cli.SEED.value,
         output_dir=cli.OUTPUT_DIR.value,
         plots=_PLOTS.value,
+        workers=_WORKERS.value,
     )
     print(summary)
     if any(row.get("error") for row in rows):

@@ -123,7 +123,7 @@ def test_each_cache_is_read_once(caches, tmp_path, monkeypatch):
     monkeypatch.setattr(batch.cache, "read_cache", lambda path: reads.append(path) or original(path))
     batch.train_heads(f"{caches}/vgg16_*_train.h5", f"{caches}/vgg16_*_validation.h5",
                       head=["logreg"], l2=[0.5, 1.0], output_dir=str(tmp_path / "runs"),
-                      log=lambda line: None)
+                      log=lambda line: None, workers=1)  # Reads in this process, where they are counted.
     assert len(reads) == len(set(reads)) == 4
 
 
@@ -169,3 +169,16 @@ def test_auto_l2_in_a_sweep_applies_to_logreg(caches, tmp_path):
                        r"'auto'\) values. Received: 0.1,often"):
         with flagsaver.as_parsed(training_file="a.h5", validation_file="b.h5", l2="0.1,often"):
             feature_extraction.main(["feature_extraction"])
+
+
+def test_two_workers_give_what_one_gives(caches, tmp_path):
+    kwargs = dict(head=["softmax", "mlp"], hidden_units=[8], epochs=3, log=lambda line: None)
+    one, _ = batch.train_heads(f"{caches}/*_train.h5", f"{caches}/*_validation.h5", workers=1,
+                               output_dir=str(tmp_path / "one"), **kwargs)
+    lines = []
+    two, _ = batch.train_heads(f"{caches}/*_train.h5", f"{caches}/*_validation.h5", workers=2,
+                               output_dir=str(tmp_path / "two"), **{**kwargs, "log": lines.append})
+    assert [row["job"] for row in two] == [row["job"] for row in one] and len(lines) == 8
+    for mine, theirs in zip(two, one):
+        assert mine["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-5) and not mine.get("error")
+        assert mine["network"] == theirs["network"] and mine["dataset"] == theirs["dataset"]
