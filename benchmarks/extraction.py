@@ -10,8 +10,9 @@ same seeded random uint8 images held in memory and passed through the network's 
   precisions on `--check_images` of the images and keeps the fastest that passes the fidelity gate,
   then runs the chosen one.
 
-Weights: the real ImageNet weights in `--weights_dir` where there are some (MobileNetV2, MobileNet); seeded
-random ones elsewhere (speed does not depend on the weight values, fidelity does: for random weights it is
+Weights: the real ImageNet weights in `--weights_dir` where there are some (Keras' files
+`mobilenet_v2_1.00_224_no_top.weights.h5`, `mobilenet_1_0_224_tf_no_top.weights.h5`,
+`vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`); seeded random ones elsewhere (speed does not depend on the weight values, fidelity does: for random weights it is
 printed but means nothing, and auto's choice on them says nothing about the real network's).
 
 Each configuration runs in its own subprocess; only model calls are timed, after a warm-up batch; median
@@ -27,8 +28,9 @@ on a synthetic class-folder JPEG dataset of `--whole_process_images`, naive (`--
 model store (conversion, calibration and the fidelity check included) and later runs with it filled.
 
 Then, unless `--head_networks` is empty, `benchmarks/precision.py`'s measurement of fidelity and head
-accuracy with the real weights on the CIFAR-10 subset in `--data_dir` (only MobileNetV2 and MobileNet
-have real weights here; VGG16's fidelity and accuracy cannot be measured here).
+accuracy with the real weights on the CIFAR-10 subset `cifar10-mini/` in `--data_dir` (JPEGs of CIFAR-10,
+Krizhevsky 2009: `train/<class>/` and `val/<class>/`, 100 per class each; only networks with their weights
+file in `--weights_dir` can be measured).
 
 Prints the CPU's flags, the load, the tables and a met / not met line per target: on CPUs with AVX-512
 VNNI or AMX, auto >= 4x the tutorial script on VGG16@224 (whole process, later runs) and >= 0.7 of the peak
@@ -56,10 +58,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 from benchmarks import common  # pylint: disable=wrong-import-position
 
-SHARED = os.path.join(ROOT, "..", "shared")
 DEFAULT_NETWORKS = "vgg16@224,resnet50@224,inception_v3@299,mobilenet_v2@224"
-WEIGHT_FILES = {"mobilenet_v2": "mobilenet_v2_1.00_224_no_top.weights.h5",
-                "mobilenet": "mobilenet_1_0_224_tf_no_top.weights.h5"}
 NAIVE_BATCH = 32
 PRECISIONS = ("float32", "bfloat16", "int8")
 HINTS = {"float32": "f32", "bfloat16": "bf16", "int8": "f32"}
@@ -78,10 +77,13 @@ _CALIBRATION = flags.DEFINE_integer("calibration_images", 32, "Random images int
                                     "in the model-call measurements.", lower_bound=1)
 _CHECK = flags.DEFINE_integer("check_images", 32, "Images auto's check runs on in the model-call "
                               "measurements.", lower_bound=1)
-_WEIGHTS_DIR = flags.DEFINE_string("weights_dir", os.path.join(SHARED, "weights"),
-                                   "Folder of real .weights.h5 files (MobileNetV2, MobileNet).")
-_DATA_DIR = flags.DEFINE_string("data_dir", os.path.join(SHARED, "data", "cifar10-mini"),
-                                "The CIFAR-10 subset for fidelity and head accuracy.")
+_WEIGHTS_DIR = flags.DEFINE_string(
+    "weights_dir", common.WEIGHTS_DIR, "Folder of Keras ImageNet weights files, by their Keras file names: "
+    + ", ".join(f"{name} ({network})" for (network, top), name in common.WEIGHTS_FILES.items() if not top)
+    + ". A network without its file there runs with seeded random weights.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", common.DATA_DIR, "Folder holding cifar10-mini/ (or that folder itself), for fidelity and "
+    f"head accuracy: {common.DATASETS['cifar10-mini']}.")
 _WHOLE = flags.DEFINE_list("whole_process_networks", ["vgg16@224"],
                            "network@input_size pairs for the whole-process comparison (empty: skip).")
 _WHOLE_IMAGES = flags.DEFINE_integer("whole_process_images", 960, "JPEGs of the whole-process "
@@ -104,8 +106,7 @@ def _parse(item):
 
 
 def _weights(network):
-    path = os.path.join(_WEIGHTS_DIR.value, WEIGHT_FILES.get(network, "-"))
-    return os.path.abspath(path) if os.path.isfile(path) else "none"
+    return common.weights_file(network, _WEIGHTS_DIR.value) or "none"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,6 +460,11 @@ def main(argv):
     print(f"# Extraction benchmark, {started:%Y-%m-%d %H:%M %Z}\nmachine: {engines.cpu_name()}, "
           f"{os.cpu_count()} cpus; flags: {' '.join(shown)}; load average at start "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    if _HEADS.value:  # Before any slow work: the last part needs the CIFAR-10 subset.
+        try:
+            common.dataset_folder(_DATA_DIR.value, "cifar10-mini")
+        except ValueError as error:
+            raise app.UsageError(f"{error} Or pass --head_networks= to skip that part.") from None
     items = [_parse(item) for item in _NETWORKS.value]
     whole_items = [_parse(item) for item in _WHOLE.value]
     scratch = tempfile.mkdtemp(prefix="bottleneck-extraction-bench-")

@@ -1,7 +1,9 @@
 """What each lower precision does to features and head accuracy, with real ImageNet weights; what auto picks.
 
-For MobileNetV2 and MobileNet (ImageNet weights from --weights_dir) on the CIFAR-10 subset in --data_dir
-(100 training and 100 validation images per class), extracts the features with OpenVINO in float32,
+For MobileNetV2 and MobileNet (ImageNet weights from --weights_dir, Keras' files
+mobilenet_v2_1.00_224_no_top.weights.h5 and mobilenet_1_0_224_tf_no_top.weights.h5) on the CIFAR-10 subset
+cifar10-mini/ in --data_dir (JPEGs of CIFAR-10, Krizhevsky 2009: train/<class>/ and val/<class>/, 100 training
+and 100 validation images per class), extracts the features with OpenVINO in float32,
 bfloat16 and int8 (NNCF, calibrated on --calibration_images training images), then prints per precision:
 
 - fidelity on the sample `--precision=auto` checks (`--check_images` validation images; what the cache
@@ -12,8 +14,8 @@ bfloat16 and int8 (NNCF, calibrated on --calibration_images training images), th
 - whether the precision passes `features.precision.GATE`, and whether it keeps both heads within 1 point.
 
 Then runs `--precision=auto` and prints what it chose and why. The gate is sound on these networks when
-every precision that passes it keeps both heads within 1 point (printed as the last line). VGG16 and the
-other networks have no real weights here: their fidelity and head accuracy cannot be measured here.
+every precision that passes it keeps both heads within 1 point (printed as the last line). A network needs
+its Keras weights file in --weights_dir (random weights would make the fidelity and accuracy meaningless).
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/precision.py [--networks=mobilenet_v2,mobilenet]
         [--precisions=bfloat16,int8] [--workdir=/tmp/bottleneck-precision]
@@ -30,14 +32,10 @@ from absl import logging as absl_logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-SHARED = os.path.join(ROOT, "..", "shared")
-WEIGHT_FILES = {
-    "mobilenet_v2": "mobilenet_v2_1.00_224_no_top.weights.h5",
-    "mobilenet": "mobilenet_1_0_224_tf_no_top.weights.h5",
-}
 HEADS = ("softmax", "logreg")
 ACCURACY_BOUND = 1.0  # points
 
+from benchmarks import common  # pylint: disable=wrong-import-position
 from classifiers import training  # pylint: disable=wrong-import-position
 from features import engines  # pylint: disable=wrong-import-position
 from features import extraction  # pylint: disable=wrong-import-position
@@ -95,22 +93,38 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", default="mobilenet_v2,mobilenet")
     parser.add_argument("--precisions", default="bfloat16,int8")
-    parser.add_argument("--data_dir", default=os.path.join(SHARED, "data", "cifar10-mini"))
-    parser.add_argument("--weights_dir", default=os.path.join(SHARED, "weights"))
+    parser.add_argument("--data_dir", default=common.DATA_DIR, help=(
+        "folder holding cifar10-mini/ (or that folder itself): "
+        f"{common.DATASETS['cifar10-mini']} (default: a data/ folder beside the checkout)"))
+    parser.add_argument("--weights_dir", default=common.WEIGHTS_DIR, help=(
+        "folder of Keras ImageNet weights files, by their Keras file names: "
+        + ", ".join(f"{name} ({network})" for (network, top), name in common.WEIGHTS_FILES.items()
+                    if not top) + " (default: a weights/ folder beside the checkout)"))
     parser.add_argument("--calibration_images", type=int, default=precisions.CALIBRATION_IMAGES)
     parser.add_argument("--check_images", type=int, default=precisions.CHECK_IMAGES)
     parser.add_argument("--workdir", default="/tmp/bottleneck-precision")
     args = parser.parse_args()
     absl_logging.get_absl_logger().addHandler(_AutoLine())
     absl_logging.set_verbosity(absl_logging.INFO)
-    if not os.path.isdir(args.data_dir):
-        raise SystemExit(f"Expected the CIFAR-10 subset at {args.data_dir}; pass --data_dir.")
+    try:
+        args.data_dir = common.dataset_folder(args.data_dir, "cifar10-mini")
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    weights_of = {}
+    for network in args.networks.split(","):
+        weights_of[network] = common.weights_file(network, args.weights_dir)
+        if weights_of[network] is None:
+            raise SystemExit(
+                f"Expected the Keras ImageNet weights file of {network} in --weights_dir "
+                f"({common.WEIGHTS_FILES.get((network, False), 'none is known for this network')}). "
+                f"Received: not in {os.path.abspath(args.weights_dir)}. Pass --weights_dir=<folder "
+                "holding it>, or --networks without it.")
     flags = engines.cpu_flags()
     print(f"date {time.strftime('%Y-%m-%d %H:%M')}, {engines.cpu_name()}, {os.cpu_count()} cpus, "
           f"load {os.getloadavg()[0]:.2f}, flags {' '.join(sorted(set(flags) & {*precisions.BF16_FLAGS, *precisions.INT8_FLAGS, 'avx512f'}))}")
     table, sound, admitted, rejected_within = [], True, 0, 0
     for network in args.networks.split(","):
-        weights = os.path.join(args.weights_dir, WEIGHT_FILES[network])
+        weights = weights_of[network]
         rows = measure(network, weights, args)
         base = rows[0][4]
         for precision, sample, whole, seconds, accuracy in rows:
