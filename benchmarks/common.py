@@ -10,8 +10,10 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 # The defaults of --data_dir and --weights_dir, what those folders hold, and the look-ups in them: the
 # examples' (one definition for both).
-from examples.common import DATA_DIR, DATASETS, WEIGHTS_DIR, WEIGHTS_FILES  # pylint: disable=wrong-import-position,unused-import
-from examples.common import dataset_folder, weights_file  # pylint: disable=wrong-import-position,unused-import
+# pylint: disable=wrong-import-position,unused-import
+from examples.common import DATA_DIR, DATASETS, WEIGHTS_DIR, WEIGHTS_FILES
+from examples.common import dataset_folder, weights_file
+# pylint: enable=wrong-import-position,unused-import
 
 # Where /usr/bin/time is missing: run the command as a child and report its peak RSS.
 _RSS_WRAPPER = """

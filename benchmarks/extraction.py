@@ -12,8 +12,9 @@ same seeded random uint8 images held in memory and passed through the network's 
 
 Weights: the real ImageNet weights in `--weights_dir` where there are some (Keras' files
 `mobilenet_v2_1.00_224_no_top.weights.h5`, `mobilenet_1_0_224_tf_no_top.weights.h5`,
-`vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`); seeded random ones elsewhere (speed does not depend on the weight values, fidelity does: for random weights it is
-printed but means nothing, and auto's choice on them says nothing about the real network's).
+`vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`); seeded random ones elsewhere (speed does not depend
+on the weight values, fidelity does: for random weights it is printed but means nothing, and auto's choice
+on them says nothing about the real network's).
 
 Each configuration runs in its own subprocess; only model calls are timed, after a warm-up batch; median
 of `--repeats`. Each precision's peak is measured with OpenVINO MatMul models (f32, bf16, and int8

@@ -58,7 +58,8 @@ WEIGHTS_DIR = os.path.normpath(os.path.join(ROOT, "..", "shared", "weights"))
 DATASETS = {
     "cifar10-mini": "CIFAR-10 (Krizhevsky 2009, https://www.cs.toronto.edu/~kriz/cifar.html): JPEG "
                     "subsets train/<class>/*.jpg (100 per class, from the train split) and val/<class>/*.jpg "
-                    "(100 per class, from the test split), or the python batches (data_batch_1..5, test_batch)",
+                    "(100 per class, from the test split), or the python batches (data_batch_1..5, "
+                    "test_batch)",
     "gtsrb-mini": "GTSRB, the German Traffic Sign Recognition Benchmark (Stallkamp et al. 2012, "
                   "https://benchmark.ini.rub.de/gtsrb_dataset.html), in its official layout: "
                   "Final_Training/Images/000NN/*.ppm with GT-000NN.csv and Final_Test/Images/*.ppm with "
@@ -76,8 +77,9 @@ _DATASET_MARKERS = {
     "cats-vs-dogs-mini": ("train",),
 }
 
-# ImageNet weights files looked for in --weights_dir, by (network, with its classifier top): Keras' file names
-# (the `.weights.h5` ones saved by Keras 3 from the published weights; the `.h5` ones as Keras downloads them).
+# ImageNet weights files looked for in --weights_dir, by (network, with its classifier top): Keras' file
+# names (the `.weights.h5` ones saved by Keras 3 from the published weights; the `.h5` ones as Keras
+# downloads them).
 WEIGHTS_FILES = {
     ("mobilenet_v2", False): "mobilenet_v2_1.00_224_no_top.weights.h5",
     ("mobilenet", False): "mobilenet_1_0_224_tf_no_top.weights.h5",
