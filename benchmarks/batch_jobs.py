@@ -3,9 +3,10 @@
 Extracts (or reuses) caches of the CIFAR-10 and GTSRB subsets in --data_dir (cifar10-mini/: CIFAR-10
 JPEGs, train/<class>/ and val/<class>/ with 100 per class each; gtsrb-mini/: GTSRB in its official
 Final_Training/ and Final_Test/ layout) with MobileNetV2 and MobileNet (their ImageNet weights from
---weights_dir, Keras' files mobilenet_v2_1.00_224_no_top.weights.h5 and mobilenet_1_0_224_tf_no_top.weights.h5)
-and MobileNetV3Small (random weights, seeded: no ImageNet weights file for it is at hand; it is there for the
-timing), then trains the 18 heads twice: as 18 separate `feature_extraction` processes (the baseline), and as one batch
+--weights_dir, Keras' files mobilenet_v2_1.00_224_no_top.weights.h5 and
+mobilenet_1_0_224_tf_no_top.weights.h5) and MobileNetV3Small (random weights, seeded: no ImageNet weights
+file for it is at hand; it is there for the timing), then trains the 18 heads twice: as 18 separate
+`feature_extraction` processes (the baseline), and as one batch
 `feature_extraction --training_file=GLOB --validation_file=GLOB --head=softmax,mlp,logreg`. Prints the wall
 times, the speed-up, and the batch's results table.
 
