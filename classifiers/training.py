@@ -186,6 +186,11 @@ def fit_heads(train, validation, settings_list, standardized=None, log=None):
     startup_cpu, started = time.process_time(), time.perf_counter()
     chosen = None
     if first.head == "logreg":
+        # Load scikit-learn (and SciPy's own OpenBLAS) first: threadpool_limits only limits the
+        # libraries already loaded, and two threads made --l2=auto 4x slower on a busy 2-vCPU machine.
+        # pylint: disable-next=g-import-not-at-top,unused-import
+        from sklearn import linear_model, model_selection  # noqa: F401
+
         with threadpoolctl.threadpool_limits(1, user_api="blas"):
             kernels, biases, steps, chosen = _fit_logreg(standardized.x_train, train.labels, num_classes,
                                                          first.l2, first.seed)
