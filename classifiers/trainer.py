@@ -315,7 +315,7 @@ def train_stack(x_train, y_train, x_val, y_val, spec, log=None):
             row = _history_row(epoch, position, sums, len(y_train), validation, top5)
             histories[original].append(row)
             if log:
-                log(f"epoch {epoch + 1}/{spec.epochs}: " + "  ".join(
+                log(f"Epoch {epoch + 1}/{spec.epochs}: " + "  ".join(
                     f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
             if spec.early_stopping and stoppers[original].should_stop(
                     epoch, row["val_loss"], lambda p=position: stack.head_weights(p)):
