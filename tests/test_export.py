@@ -13,7 +13,6 @@ from classifiers import export
 from classifiers import predict
 from tests.test_predict import CLASSES
 from tests.test_predict import ROOT
-from tests.test_predict import cached_probabilities
 from tests.test_predict import legacy_head
 from tests.test_predict import trained_heads
 
