@@ -56,7 +56,7 @@ VALIDATION_SPLIT = flags.DEFINE_float(
     "validation split (for fine_tune: the value given to extract_features).",
     lower_bound=0.0, upper_bound=1.0)
 EPOCHS = flags.DEFINE_integer(
-    "epochs", None, "Training epochs. Default: 50 (feature_extraction's Keras heads), 5 "
+    "epochs", None, "Training epochs. Default: 50 (feature_extraction's softmax and mlp heads), 5 "
     "(fine_tune).", lower_bound=1)
 LEARNING_RATE = flags.DEFINE_list(
     "learning_rate", None, "Adam's learning rate. Default: 0.001 (feature_extraction, where a "
