@@ -19,7 +19,8 @@ from features import extraction
 from tests.conftest import write_folder_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUTPUT_FILES = ["fine_tune_config.json", "history.csv", "metrics.json", "model.keras"]
+OUTPUT_FILES = [".bottleneck_cache.json", "fine_tune_config.json", "history.csv", "metrics.json",
+                "model.keras"]
 
 
 def calibrated_weights(path, size=32):
