@@ -18,9 +18,6 @@ from classifiers import training
 from pipeline import cache
 from pipeline import files
 
-# What a training and a validation cache must share to be paired.
-_PAIR_KEY = ("network", "weights", "weights_sha256", "layer", "pooling", "input_size",
-             "preprocessing", "precision", "dataset")
 # The settings that can be swept, in job-name order.
 SWEEPABLE = ("head", "learning_rate", "hidden_units", "dropout", "l2")
 
@@ -63,8 +60,6 @@ def expand_files(patterns, flag):
     return sorted(dict.fromkeys(found))
 
 
-def _key(metadata):
-    return tuple(getattr(metadata, name) for name in _PAIR_KEY)
 
 
 def _dataset_label(metadata):
@@ -99,7 +94,7 @@ def pair_caches(training_files, validation_files):
         if metadata.split != "validation":
             raise ValueError(f"Expected only validation caches in --validation_file. Received: "
                              f"{path}, a {metadata.split} split.")
-        other = validations.setdefault(_key(metadata), path)
+        other = validations.setdefault(cache.pair_key(metadata), path)
         if other != path:
             raise ValueError(f"Expected one validation cache per extraction. Received two for "
                              f"{_describe(metadata)}: {other} and {path}. Pass only one of them.")
@@ -109,7 +104,7 @@ def pair_caches(training_files, validation_files):
         if metadata.split != "train":
             raise ValueError(f"Expected only training caches in --training_file. Received: {path}, "
                              f"a {metadata.split} split.")
-        match = validations.get(_key(metadata))
+        match = validations.get(cache.pair_key(metadata))
         if match is None:
             raise ValueError(f"Expected a validation cache from the same extraction as {path} "
                              f"({_describe(metadata)}). Received none among --validation_file; add it.")

@@ -26,7 +26,7 @@ small learning rate:
 Blocks: `block_names(network)` groups a network's layers by a per-family pattern
 over layer names (`block5_conv1` -> `block5` for VGG, `conv5_block3_2_conv` ->
 `conv5_block3` for ResNet and DenseNet, `block_16_expand` -> `block_16` for
-MobileNetV2, ...; see `BLOCK_PATTERNS`). A block starts right after the last
+MobileNetV2, ...; see `features.networks.BLOCK_PATTERNS`). A block starts right after the last
 layer of the block before it, so unnamed layers between two blocks (a DenseNet
 transition, an Inception module before its `mixedN` concatenation) belong to the
 block they feed; leading ones without trainable weights are left out. Unfreezing the last N blocks
@@ -52,6 +52,7 @@ from absl import logging
 
 from classifiers import predict
 from features import extraction
+from features import networks
 from pipeline import cache
 from pipeline import datasets
 from pipeline import files
@@ -59,19 +60,6 @@ from pipeline import files
 FINE_TUNE_CONFIG = "fine_tune_config.json"
 HEAD_METRICS = "metrics.json"
 OUTPUT_SUFFIX = "_fine_tuned"
-# Blocks: (families, a pattern over layer names whose groups name the block, the block name).
-BLOCK_PATTERNS = (
-    ("ResNet, ResNetV2, DenseNet", r"^conv(\d+)_block(\d+)_", "conv{}_block{}"),
-    ("InceptionResNetV2", r"^block(\d+)_(\d+)_", "block{}_{}"),
-    ("VGG, Xception", r"^block(\d+)_", "block{}"),
-    ("EfficientNet, EfficientNetV2", r"^block(\d+)[a-z]_", "block{}"),
-    ("MobileNetV2", r"^block_(\d+)_", "block_{}"),
-    ("MobileNetV3", r"^expanded_conv(?:_(\d+))?_", "expanded_conv_{}"),
-    ("MobileNet", r"^conv_(?:dw_|pw_|pad_)?(\d+)(?:_|$)", "conv_{}"),
-    ("InceptionV3", r"^mixed(\d+)$", "mixed{}"),
-    ("ConvNeXt", r"_stage_(\d+)_", "stage_{}"),
-    ("AlexNet", r"^(conv\d|fc\d)$", "{}"),
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,12 +96,6 @@ class FineTuneResult:
     model: object = dataclasses.field(default=None, repr=False, compare=False)
 
 
-def _write_json(path, payload):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
 def default_output_dir(head_dir):
     """`runs/x_softmax` -> `runs/x_softmax_fine_tuned`."""
     return os.path.normpath(head_dir) + OUTPUT_SUFFIX
@@ -136,7 +118,7 @@ def _best_pattern(names):
     topological order) is not a block structure and is passed over.
     """
     best = None
-    for family, pattern, name_format in BLOCK_PATTERNS:
+    for family, pattern, name_format in networks.BLOCK_PATTERNS:
         matches = []
         for index, name in enumerate(names):
             match = re.search(pattern, name)
@@ -155,7 +137,7 @@ def _best_pattern(names):
 def block_names(network):
     """Groups a network's layers into its blocks, by the names of its layers.
 
-    Each pattern of `BLOCK_PATTERNS` names a block after the groups it matches
+    Each pattern of `networks.BLOCK_PATTERNS` names a block after the groups it matches
     in a layer's name; the pattern that matches most layers wins. A block runs
     from the layer after the previous block's last layer (its own first
     matching layer for the first block) to its own last matching layer, less
@@ -175,7 +157,7 @@ def block_names(network):
     names = [layer.name for layer in network.layers]
     best = _best_pattern(names)
     if best is None:
-        families = ", ".join(family for family, _, _ in BLOCK_PATTERNS)
+        families = ", ".join(family for family, _, _ in networks.BLOCK_PATTERNS)
         raise ValueError(
             f"Expected a network whose layer names mark its blocks ({families}). Received: "
             f"{network.name!r}, whose layers (e.g. {', '.join(names[1:4])}) follow none of those "
@@ -458,7 +440,7 @@ def _image_batches(split, input_size, batch_size, seed=None):
 
         def _load(self, indices):
             indices = np.asarray([i for i in indices if i not in self._bad], dtype=np.int64)
-            images, kept, skipped = extraction._load_batch(  # pylint: disable=protected-access
+            images, kept, skipped = extraction.load_batch(
                 split, indices, input_size, "skip")
             for name, reason in skipped:
                 self._bad.add(split.ids.index(name))
@@ -613,8 +595,8 @@ def fine_tune(head_dir, dataset_dir=None, output_dir=None, unfreeze_from=None, u
             "fit_seconds": round(fit_seconds, 3),
             "seconds": round(seconds, 3),
         }
-        _write_json(os.path.join(staging, "metrics.json"), results)
-        _write_json(os.path.join(staging, FINE_TUNE_CONFIG), {
+        files.write_json(os.path.join(staging, "metrics.json"), results)
+        files.write_json(os.path.join(staging, FINE_TUNE_CONFIG), {
             "head_dir": os.path.abspath(head_dir),
             "head_config": config,
             "dataset_dir": None if dataset_dir is None else os.path.abspath(dataset_dir),

@@ -25,11 +25,6 @@ from features import networks
 from pipeline import datasets
 from pipeline import files
 
-# What extraction itself uses to list a folder's images and decode one (shared, not copied).
-_image_files = datasets._image_files  # pylint: disable=protected-access
-_load_image_file = datasets._load_image_file  # pylint: disable=protected-access
-_to_rgb = datasets._to_rgb  # pylint: disable=protected-access
-
 HEAD_CONFIG = "head_config.json"
 # Keys `classifiers.training.train_head` writes to head_config.json that this module reads.
 _CONFIG_KEYS = ("network", "weights", "weights_sha256", "layer", "pooling", "preprocessing",
@@ -244,7 +239,7 @@ def find_images(inputs):
         )
     found = []
     for path in inputs:
-        found.extend(_image_files(path) if os.path.isdir(path) else [path])
+        found.extend(datasets.image_files(path) if os.path.isdir(path) else [path])
     if not found:
         raise ValueError(
             f"Expected image files ({', '.join(datasets.IMAGE_EXTENSIONS)}) in "
@@ -275,7 +270,7 @@ def _dump_image(path, dump_dir, name):
         target = os.path.join(dump_dir, f"{name} ({number}).png")
     with Image.open(path) as image:
         image.load()
-        rgb = _to_rgb(image)
+        rgb = datasets.to_rgb(image)
         rgb.save(target, format="PNG")
     return target
 
@@ -330,7 +325,7 @@ def predict(head_dir, inputs, weights=None, top_k=5, dump_dir=None, dump_count=2
         batch, rows = [], []
         for index in range(start, min(start + batch_size, len(paths))):
             try:
-                batch.append(_load_image_file(paths[index], input_size))
+                batch.append(datasets.load_image_file(paths[index], input_size))
                 rows.append(index)
             except datasets.DatasetError as error:
                 errors[index] = str(error)

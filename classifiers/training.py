@@ -2,7 +2,6 @@
 
 import csv
 import dataclasses
-import json
 import math
 import os
 import time
@@ -16,9 +15,6 @@ from classifiers import trainer
 from pipeline import cache
 from pipeline import files
 
-# Attributes that must agree between the training and the validation cache.
-_PAIRED_ATTRIBUTES = ("network", "weights", "weights_sha256", "layer", "pooling", "input_size",
-                      "preprocessing", "precision")
 
 
 def check_pair(train, validation):
@@ -44,7 +40,7 @@ def check_pair(train, validation):
                 "--validation_file."
             )
     pairs = [(name, getattr(train.metadata, name), getattr(validation.metadata, name))
-             for name in ("dataset", *_PAIRED_ATTRIBUTES)]
+             for name in ("dataset", *cache.PAIRED_ATTRIBUTES)]
     pairs.append(("class_names", list(train.class_names), list(validation.class_names)))
     pairs.append(("feature shape", train.feature_shape, validation.feature_shape))
     for name, mine, theirs in pairs:
@@ -77,12 +73,6 @@ def default_output_dir(training_file, head):
             stem = stem[: -len(suffix)]
             break
     return os.path.join("runs", f"{stem}_{head}")
-
-
-def _write_json(path, payload):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
 
 
 def _write_history(path, rows):
@@ -479,15 +469,15 @@ def write_head_folder(folder, train, validation, settings, fitted, plots=False):
     }
     if fitted.chosen_l2 is not None:
         results["chosen_l2"] = fitted.chosen_l2
-    _write_json(os.path.join(folder, "metrics.json"), results)
-    config = {key: getattr(train.metadata, key) for key in _PAIRED_ATTRIBUTES}
+    files.write_json(os.path.join(folder, "metrics.json"), results)
+    config = {key: getattr(train.metadata, key) for key in cache.PAIRED_ATTRIBUTES}
     config.update(input_size=list(train.metadata.input_size), class_names=list(train.class_names),
                   seed=train.metadata.seed, dataset=train.metadata.dataset,
                   per_class=train.metadata.per_class,
                   dataset_digests={"train": train.metadata.dataset_digest,
                                    "validation": validation.metadata.dataset_digest},
                   head=head, head_file=head_file, training_fingerprint=train.fingerprint)
-    _write_json(os.path.join(folder, "head_config.json"), config)
+    files.write_json(os.path.join(folder, "head_config.json"), config)
     return results
 
 

@@ -173,7 +173,7 @@ def _batches(start, stop, batch_size):
     return [(first, min(first + batch_size, stop)) for first in range(start, stop, batch_size)]
 
 
-def _load_batch(split, indices, input_size, on_bad_image):
+def load_batch(split, indices, input_size, on_bad_image):
     """Decodes a batch; with `on_bad_image="skip"`, leaves out images that fail.
 
     Returns:
@@ -208,7 +208,7 @@ def _prepared(split, spec, indices, input_size, on_bad_image, augment):
         `(k,)` split indices they come from, and `(id, reason)` of each image
         left out.
     """
-    images, kept, skipped = _load_batch(split, indices, input_size, on_bad_image)
+    images, kept, skipped = load_batch(split, indices, input_size, on_bad_image)
     inputs = [(0, images)]
     if augment is not None and len(kept):
         transforms, copies, seed = augment
@@ -524,7 +524,7 @@ def _image_sample(split, spec, size, count, seed):
                                 spec.preprocessing, size)
 
     def load():
-        images, _, _ = _load_batch(split, indices, size, "skip")
+        images, _, _ = load_batch(split, indices, size, "skip")
         return spec.preprocess_input(images.astype(np.float32))
 
     return precisions.Calibration(key, load, len(indices))

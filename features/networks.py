@@ -172,6 +172,21 @@ def _registry():
     return {spec.name: spec for spec in specs}
 
 
+# Blocks, for fine_tune --unfreeze_blocks: (families, a pattern over layer names whose groups
+# name the block, the block name); the pattern that matches most of a network's layers wins.
+BLOCK_PATTERNS = (
+    ("ResNet, ResNetV2, DenseNet", r"^conv(\d+)_block(\d+)_", "conv{}_block{}"),
+    ("InceptionResNetV2", r"^block(\d+)_(\d+)_", "block{}_{}"),
+    ("VGG, Xception", r"^block(\d+)_", "block{}"),
+    ("EfficientNet, EfficientNetV2", r"^block(\d+)[a-z]_", "block{}"),
+    ("MobileNetV2", r"^block_(\d+)_", "block_{}"),
+    ("MobileNetV3", r"^expanded_conv(?:_(\d+))?_", "expanded_conv_{}"),
+    ("MobileNet", r"^conv_(?:dw_|pw_|pad_)?(\d+)(?:_|$)", "conv_{}"),
+    ("InceptionV3", r"^mixed(\d+)$", "mixed{}"),
+    ("ConvNeXt", r"_stage_(\d+)_", "stage_{}"),
+    ("AlexNet", r"^(conv\d|fc\d)$", "{}"),
+)
+
 # The Udacity lab's short names.
 ALIASES = {"vgg": "vgg16", "resnet": "resnet50", "inception": "inception_v3"}
 

@@ -31,6 +31,15 @@ import numpy as np
 FORMAT_NAME = "bottleneck-cache"
 FORMAT_VERSION = 2
 SPLITS = ("train", "validation")
+# What a training and a validation cache must share to be a pair (stage two checks these, and
+# the dataset, and pairs caches of a batch by them).
+PAIRED_ATTRIBUTES = ("network", "weights", "weights_sha256", "layer", "pooling", "input_size",
+                     "preprocessing", "precision")
+
+
+def pair_key(metadata):
+    """What the other split's cache must share with `metadata`: dataset and `PAIRED_ATTRIBUTES`."""
+    return tuple(getattr(metadata, name) for name in ("dataset", *PAIRED_ATTRIBUTES))
 # Rows per HDF5 chunk aim at about 256 KiB (h5py's advice: 10 KiB to 1 MiB; smaller
 # chunks keep small checkpoint parts small).
 _CHUNK_BYTES = 1 << 18

@@ -188,7 +188,7 @@ class Split:
         batch = np.empty((len(indices), height, width, 3), dtype=np.uint8)
         for row, index in enumerate(indices):
             if self.paths is not None:
-                batch[row] = _load_image_file(self.paths[index], (height, width))
+                batch[row] = load_image_file(self.paths[index], (height, width))
             else:
                 batch[row] = _resize_rgb(_array_to_rgb(self.images[index]), (height, width))
         return batch
@@ -748,12 +748,12 @@ def _get(mapping, key, path):
 # Image decoding.
 
 
-def _load_image_file(path, size):
+def load_image_file(path, size):
     """Decodes `path` to a `(height, width, 3)` uint8 RGB array of `size = (height, width)`."""
     try:
         with Image.open(path) as image:
             image.load()
-            rgb = _to_rgb(image)
+            rgb = to_rgb(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise DatasetError(
             f"Expected '{_shown(path)}' to be a readable image. Received: {_failure(path, error)}. "
@@ -773,7 +773,7 @@ def _failure(path, error):
     return _shown(f"{type(error).__name__}: {error}")
 
 
-def _to_rgb(image):
+def to_rgb(image):
     """Converts a decoded PIL image of any mode to an RGB PIL image with 8 bits per channel."""
     mode = image.mode
     if mode == "RGB":
@@ -836,7 +836,7 @@ def _visible_subfolders(path):
     return sorted(name for name in names if _is_visible(name) and os.path.isdir(os.path.join(path, name)))
 
 
-def _image_files(folder):
+def image_files(folder):
     """Image files under `folder` (recursively, hidden entries skipped), sorted.
 
     Raises:
@@ -919,7 +919,7 @@ def _folder_split(root, folder, name):
             f"Expected '{folder}' to hold one sub-folder of images per class. Received: no sub-folders. "
             f"Put the images in <class>/ folders, e.g. {os.path.join(folder, 'cat', 'cat_0.jpg')}."
         )
-    files_per_class = [_image_files(os.path.join(folder, class_name)) for class_name in class_names]
+    files_per_class = [image_files(os.path.join(folder, class_name)) for class_name in class_names]
     if not any(files_per_class):
         raise DatasetError(
             f"Expected image files ({', '.join(IMAGE_EXTENSIONS)}) in the class folders of '{folder}'. "

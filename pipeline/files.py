@@ -135,6 +135,13 @@ def check_output_dir(path, flag="--output_dir", inputs=(), overwrite=None):
                       f"another {flag}.")
 
 
+def write_json(path, payload):
+    """Writes `payload` as indented, key-sorted JSON (the metrics and configs of output folders)."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
 def write_marker(folder, command):
     """Writes the marker that lets a later run of this tool replace `folder`."""
     with open(os.path.join(folder, MARKER), "w", encoding="utf-8") as f:
