@@ -54,6 +54,7 @@ from classifiers import predict
 from features import extraction
 from features import networks
 from pipeline import cache
+from pipeline import checks
 from pipeline import datasets
 from pipeline import files
 
@@ -473,18 +474,17 @@ def _check_unfreeze(unfreeze_from, unfreeze_blocks):
             "--unfreeze_blocks (how many of its last blocks to train). Received: "
             f"{'both' if unfreeze_from is not None else 'neither'}."
         )
-    if unfreeze_blocks is not None and (isinstance(unfreeze_blocks, bool) or unfreeze_blocks < 1):
-        raise ValueError(f"Expected unfreeze_blocks >= 1. Received: unfreeze_blocks={unfreeze_blocks}.")
+    if unfreeze_blocks is not None:
+        checks.check_scalar(int(unfreeze_blocks) if not isinstance(unfreeze_blocks, bool) else 0,
+                            "unfreeze_blocks", 1)
     if unfreeze_from is not None and not str(unfreeze_from).strip():
         raise ValueError("Expected --unfreeze_from to name a layer. Received: an empty name.")
 
 
 def _check_options(epochs, batch_size, learning_rate):
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if value < 1:
-            raise ValueError(f"Expected {name} >= 1. Received: {name}={value}.")
-    if not learning_rate > 0:
-        raise ValueError(f"Expected learning_rate > 0. Received: learning_rate={learning_rate}.")
+        checks.check_scalar(value, name, 1)
+    checks.check_scalar(learning_rate, "learning_rate", 0, include_min=False)
 
 
 def fine_tune(head_dir, dataset_dir=None, output_dir=None, unfreeze_from=None, unfreeze_blocks=None,

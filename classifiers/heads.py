@@ -7,14 +7,15 @@ scikit-learn builders below are what earlier versions trained and saved (`head.k
 the Keras way (`benchmarks/heads.py`).
 """
 
+from pipeline import checks
+
 HEADS = ("softmax", "mlp", "logreg")
 KERAS_HEADS = ("softmax", "mlp")
 
 
 def check_head(head):
     """Raises `ValueError` unless `head` is one of `HEADS`."""
-    if head not in HEADS:
-        raise ValueError(f"Expected head to be one of {HEADS}. Received: head={head!r}.")
+    checks.check_choice(head, "head", HEADS)
 
 
 def build_keras_head(head, feature_shape, num_classes, hidden_units=256, dropout=0.5, l2=0.0):

@@ -22,6 +22,7 @@ import numpy as np
 from absl import logging
 
 from features import networks
+from pipeline import checks
 from pipeline import datasets
 from pipeline import files
 
@@ -278,8 +279,7 @@ def _dump_image(path, dump_dir, name):
 def _check_options(top_k, dump_count, batch_size):
     for name, value, low in (("top_k", top_k, 1), ("dump_count", dump_count, 0),
                              ("batch_size", batch_size, 1)):
-        if value < low:
-            raise ValueError(f"Expected {name} >= {low}. Received: {name}={value}.")
+        checks.check_scalar(value, name, low)
 
 
 def predict(head_dir, inputs, weights=None, top_k=5, dump_dir=None, dump_count=25, batch_size=32):

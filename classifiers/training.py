@@ -13,6 +13,7 @@ from classifiers import head_format
 from classifiers import heads
 from classifiers import trainer
 from pipeline import cache
+from pipeline import checks
 from pipeline import files
 
 
@@ -324,16 +325,10 @@ class HeadSettings:
         heads.check_head(self.head)
         for name, low in (("epochs", 1), ("batch_size", 1), ("hidden_units", 1),
                           ("early_stopping", 0)):
-            value = getattr(self, name)
-            if value < low:
-                raise ValueError(f"Expected {name} >= {low}. Received: {name}={value}.")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"Expected dropout in [0, 1). Received: dropout={self.dropout}.")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(
-                f"Expected learning_rate to be a finite number > 0. Received: learning_rate="
-                f"{self.learning_rate}. Pass e.g. --learning_rate=0.001."
-            )
+            checks.check_scalar(getattr(self, name), name, low)
+        checks.check_scalar(self.dropout, "dropout", 0, 1, include_max=False)
+        checks.check_scalar(self.learning_rate, "learning_rate", 0, include_min=False, finite=True,
+                            fix="Pass e.g. --learning_rate=0.001.")
         if self.l2 == "auto":
             if self.head != "logreg":
                 raise ValueError(

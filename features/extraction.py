@@ -19,6 +19,7 @@ from features import networks
 from features import precision as precisions
 from pipeline import augment as augmentation
 from pipeline import cache
+from pipeline import checks
 from pipeline import datasets
 from pipeline import files
 from pipeline import jobs
@@ -420,13 +421,10 @@ def _check_options(batch_size, per_class, on_bad_image, num_shards, shard_index,
                    checkpoint_every):
     for name, value in (("batch_size", batch_size), ("num_shards", num_shards),
                         ("checkpoint_every", checkpoint_every)):
-        if value < 1:
-            raise ValueError(f"Expected {name} >= 1. Received: {name}={value}.")
-    if per_class is not None and per_class < 1:
-        raise ValueError(f"Expected per_class >= 1 (or unset for all). Received: per_class={per_class}.")
-    if on_bad_image not in BAD_IMAGE_POLICIES:
-        raise ValueError(f"Expected on_bad_image to be one of {BAD_IMAGE_POLICIES}. "
-                         f"Received: on_bad_image={on_bad_image!r}.")
+        checks.check_scalar(value, name, 1)
+    if per_class is not None:
+        checks.check_scalar(per_class, "per_class", 1, qualifier="(or unset for all)")
+    checks.check_choice(on_bad_image, "on_bad_image", BAD_IMAGE_POLICIES)
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"Expected 0 <= shard_index < num_shards. Received: "
                          f"shard_index={shard_index}, num_shards={num_shards}.")
@@ -678,8 +676,7 @@ def extract_features(
     networks.check_pooling(pooling)
     _check_options(1 if batch_size is None else batch_size, per_class, on_bad_image, num_shards, shard_index, merge,
                    checkpoint_every)
-    if augment_copies < 0:
-        raise ValueError(f"Expected augment_copies >= 0. Received: augment_copies={augment_copies}.")
+    checks.check_scalar(augment_copies, "augment_copies", 0)
     # Checked even without copies, so that a typo is not found only when copies are asked for.
     transforms = augmentation.parse_transforms(augmentations)
     if not augment_copies:
@@ -692,12 +689,9 @@ def extract_features(
     engine = engines.resolve_engine(engine, device)
     precision = engines.resolve_precision(precision, device, engine)
     for name, value in (("calibration_images", calibration_images), ("check_images", check_images)):
-        if value < 1:
-            raise ValueError(f"Expected {name} >= 1. Received: {name}={value}.")
+        checks.check_scalar(value, name, 1)
     batch_size = batch_size or engines.auto_batch_size(size, device)
-    if executor not in jobs.EXECUTORS:
-        raise ValueError(f"Expected executor to be one of {jobs.EXECUTORS}. "
-                         f"Received: executor={executor!r}.")
+    checks.check_choice(executor, "executor", jobs.EXECUTORS)
     files.check_writable_dir(output_dir, "--output_dir")
     _check_name("dataset", dataset or default_dataset_name(dataset_dir),
                 None if dataset else dataset_dir)

@@ -17,6 +17,8 @@ import importlib
 import os
 import re
 
+from pipeline import checks
+
 POOLINGS = ("avg", "max", "none")
 
 
@@ -241,8 +243,7 @@ def get_network(name):
 
 def check_pooling(pooling):
     """Raises `NetworkError` unless `pooling` is one of `POOLINGS`."""
-    if pooling not in POOLINGS:
-        raise NetworkError(f"Expected pooling to be one of {POOLINGS}. Received: pooling={pooling!r}.")
+    checks.check_choice(pooling, "pooling", POOLINGS, error=NetworkError)
 
 
 def resolve_input_size(spec, input_size=None):

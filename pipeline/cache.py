@@ -28,6 +28,8 @@ from typing import Optional
 import h5py
 import numpy as np
 
+from pipeline import checks
+
 FORMAT_NAME = "bottleneck-cache"
 FORMAT_VERSION = 2
 SPLITS = ("train", "validation")
@@ -227,8 +229,7 @@ def cache_filename(network, dataset, split, per_class=None, augment_copies=0):
         e.g. `"vgg_cifar10_100_bottleneck_features_train.h5"`, or
         `"vgg_cifar10_100_aug4_bottleneck_features_train.h5"`.
     """
-    if split not in SPLITS:
-        raise ValueError(f"Expected split to be one of {SPLITS}. Received: split={split!r}")
+    checks.check_choice(split, "split", SPLITS)
     parts = [network.lower(), dataset]
     if per_class and split == "train":
         parts.append(str(per_class))
