@@ -572,48 +572,11 @@ def _select_precision(requested, metadata, weights, device, splits, options):
     return selection
 
 
-def extract_features(
-    network,
-    dataset_dir=None,
-    dataset=None,
-    output_dir=".",
-    per_class=None,
-    batch_size=None,
-    weights="imagenet",
-    pooling="avg",
-    layer=None,
-    input_size=None,
-    overwrite=False,
-    dataset_format=None,
-    validation_split=0.2,
-    seed=0,
-    allow_pickle=False,
-    on_bad_image="skip",
-    num_shards=1,
-    shard_index=0,
-    merge=False,
-    checkpoint_every=1024,
-    executor="local",
-    ray_address=None,
-    engine="auto",
-    precision="auto",
-    augment_copies=0,
-    augmentations="flip,crop,color",
-    calibration_images=precisions.CALIBRATION_IMAGES,
-    check_images=precisions.CHECK_IMAGES,
-):
-    """Extracts and caches the bottleneck features of a dataset's two splits.
+@dataclasses.dataclass(frozen=True)
+class ExtractionSettings:
+    """Everything `extract_features` is asked to do; `check` validates it once.
 
-    Writes `<network>_<dataset>[_<per_class>]_bottleneck_features_train.h5` and
-    `<network>_<dataset>_bottleneck_features_validation.h5` to `output_dir`. A
-    cache already there with the same fingerprint is reused; one with another
-    fingerprint is replaced only when `overwrite` is True.
-
-    Progress is checkpointed every `checkpoint_every` samples: a run that was
-    killed continues, when started again with the same arguments, from its last
-    finished checkpoint, and writes the same cache an uninterrupted run would.
-
-    Args:
+    Attributes:
         network: a registry name or alias, e.g. `"vgg"` or `"mobilenet_v2"`.
         dataset_dir: dataset folder or file; None for scikit-learn's digits.
         dataset: dataset name for the file names; defaults to the folder name.
@@ -661,6 +624,181 @@ def extract_features(
             on (a seeded sample).
         check_images: validation images the fidelity of a lower precision is
             measured on (a seeded sample).
+    """
+
+    network: str
+    dataset_dir: Optional[str] = None
+    dataset: Optional[str] = None
+    output_dir: str = "."
+    per_class: Optional[int] = None
+    batch_size: Optional[int] = None
+    weights: str = "imagenet"
+    pooling: str = "avg"
+    layer: Optional[str] = None
+    input_size: Optional[int] = None
+    overwrite: bool = False
+    dataset_format: Optional[str] = None
+    validation_split: float = 0.2
+    seed: int = 0
+    allow_pickle: bool = False
+    on_bad_image: str = "skip"
+    num_shards: int = 1
+    shard_index: int = 0
+    merge: bool = False
+    checkpoint_every: int = 1024
+    executor: str = "local"
+    ray_address: Optional[str] = None
+    engine: str = "auto"
+    precision: str = "auto"
+    augment_copies: int = 0
+    augmentations: str = "flip,crop,color"
+    calibration_images: int = precisions.CALIBRATION_IMAGES
+    check_images: int = precisions.CHECK_IMAGES
+
+    def check(self):
+        """Validates every setting and resolves what depends on the device.
+
+        Returns:
+            A `_Resolved`.
+
+        Raises:
+            ValueError: the first setting out of range, with what it may be.
+        """
+        spec = networks.get_network(self.network)  # An empty or unknown name lists them all.
+        _check_name("network", self.network)
+        size = networks.resolve_input_size(spec, self.input_size)
+        networks.check_pooling(self.pooling)
+        _check_options(1 if self.batch_size is None else self.batch_size, self.per_class,
+                       self.on_bad_image, self.num_shards, self.shard_index, self.merge,
+                       self.checkpoint_every)
+        checks.check_scalar(self.augment_copies, "augment_copies", 0)
+        # Checked even without copies, so that a typo is not found only when copies are asked for.
+        transforms = augmentation.parse_transforms(self.augmentations)
+        if self.augment_copies and not transforms:
+            raise ValueError(f"Expected --augmentations with --augment_copies="
+                             f"{self.augment_copies}: the transforms that make each view. Received: none. Pass e.g. "
+                             "--augmentations=flip,crop,color.")
+        device = engines.detect_device()
+        engine = engines.resolve_engine(self.engine, device)
+        precision = engines.resolve_precision(self.precision, device, engine)
+        for name in ("calibration_images", "check_images"):
+            checks.check_scalar(getattr(self, name), name, 1)
+        checks.check_choice(self.executor, "executor", jobs.EXECUTORS)
+        files.check_writable_dir(self.output_dir, "--output_dir")
+        dataset = self.dataset or default_dataset_name(self.dataset_dir)
+        _check_name("dataset", dataset, None if self.dataset else self.dataset_dir)
+        return _Resolved(spec, size, transforms if self.augment_copies else (), device, engine,
+                         precision, self.batch_size or engines.auto_batch_size(size, device),
+                         dataset, *networks.weights_identity(self.weights))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Resolved:
+    """What `ExtractionSettings.check` derived: the network, sizes and device choices."""
+
+    spec: networks.NetworkSpec
+    size: tuple
+    transforms: tuple
+    device: engines.Device
+    engine: str
+    precision: str
+    batch_size: int
+    dataset: str
+    weights_id: str
+    weights_sha256: str
+
+
+def _network_metadata(settings, resolved, versions, **split_fields):
+    """A `cache.CacheMetadata` of the network's settings, with `split_fields` for a split's own.
+
+    Without `split_fields`, what the precision measurement keys its models by.
+    """
+    fields = dict(dataset_digest="", split="train", per_class=0, seed=settings.seed)
+    fields.update(split_fields)
+    return cache.CacheMetadata(
+        network=resolved.spec.name, weights=resolved.weights_id,
+        weights_sha256=resolved.weights_sha256, layer=settings.layer or "",
+        pooling=settings.pooling, input_size=resolved.size,
+        preprocessing=resolved.spec.preprocessing, dataset=resolved.dataset,
+        library_versions=versions, engine=resolved.engine, **fields)
+
+
+def _split_metadata(settings, resolved, split, name, precision, versions):
+    """The `cache.CacheMetadata` of one split's cache."""
+    train = name == "train"
+    return _network_metadata(
+        settings, resolved, versions, dataset_digest=dataset_digest(split), split=name,
+        # Only the training split is cut to per_class. The seed counts where it chose the
+        # samples, or the random weights.
+        per_class=(settings.per_class or 0) if train else 0,
+        seed=settings.seed if split.seeded or settings.weights == "none"
+        or (settings.augment_copies and train) else 0,
+        precision=precision, augmentations=",".join(resolved.transforms) if train else "",
+        augment_copies=settings.augment_copies if train else 0)
+
+
+def _make_plans(settings, resolved, splits, precision, versions):
+    """One `_Plan` per split: its cache (or shard) file and the existing cache it may reuse."""
+    plans = []
+    for name in cache.SPLITS:
+        split = splits[name]
+        path = os.path.join(settings.output_dir, cache.cache_filename(
+            file_network_name(settings.network, resolved.spec), resolved.dataset, name,
+            settings.per_class, settings.augment_copies))
+        sharded_here = settings.executor == "local" and not settings.merge
+        metadata = _split_metadata(settings, resolved, split, name, precision, versions)
+        plans.append(_plan(split, metadata, path, settings.overwrite or settings.merge,
+                           settings.num_shards if sharded_here else 1, settings.shard_index,
+                           resolved.batch_size))
+    return plans
+
+
+def _write_plans(plans, settings, resolved, selection, num_shards, merge):
+    """Reuses, merges or extracts each plan's cache; returns the `ExtractionResult`s."""
+    runner = None
+    results = []
+    for plan in plans:
+        if plan.existing:
+            logging.info("Reusing %s: same fingerprint %s.", plan.path,
+                         plan.metadata.fingerprint()[:12])
+            # A run killed between its merge and its clean-up left its checkpoints.
+            _tidy_parts_folders(plan.path, plan.metadata.fingerprint())
+            info, reused = plan.existing, True
+        elif merge:
+            info, reused = _merge_shards(plan, num_shards), False
+        else:
+            runner = runner or _build_engine(plan.metadata, settings.weights, resolved.device,
+                                             selection)
+            announce_cache_size(plan.path, plan.samples[1] - plan.samples[0],
+                                plan.metadata.augment_copies, tuple(runner.output_shape[1:]))
+            info, reused = _extract_plan(runner, resolved.spec, plan, resolved.size,
+                                         resolved.batch_size, settings.on_bad_image,
+                                         settings.checkpoint_every,
+                                         selection.fidelity.to_attrs()), False
+        if not reused:
+            logging.info("Wrote %s: %d rows, %d images skipped.", plan.path, info.num_samples,
+                         info.num_skipped)
+        results.append(ExtractionResult(plan.split.name, plan.path, info.num_samples,
+                                        info.num_skipped, reused))
+    return results
+
+
+def extract_features(network, **options):
+    """Extracts and caches the bottleneck features of a dataset's two splits.
+
+    Writes `<network>_<dataset>[_<per_class>]_bottleneck_features_train.h5` and
+    `<network>_<dataset>_bottleneck_features_validation.h5` to `output_dir`. A
+    cache already there with the same fingerprint is reused; one with another
+    fingerprint is replaced only when `overwrite` is True.
+
+    Progress is checkpointed every `checkpoint_every` samples: a run that was
+    killed continues, when started again with the same arguments, from its last
+    finished checkpoint, and writes the same cache an uninterrupted run would.
+
+    Args:
+        network: a registry name or alias, e.g. `"vgg"` or `"mobilenet_v2"`.
+        **options: the other fields of `ExtractionSettings` (each documented
+            there), e.g. `dataset_dir`, `output_dir`, `per_class`, `weights`.
 
     Returns:
         A list of `ExtractionResult`, train first.
@@ -668,95 +806,26 @@ def extract_features(
     Raises:
         ValueError: bad arguments, dataset or cache (`DatasetError`,
             `NetworkError` and `CacheError` are `ValueError`s).
+        TypeError: an option that `ExtractionSettings` does not have.
     """
-    arguments = dict(locals())
-    spec = networks.get_network(network)  # An empty or unknown name: the message lists them.
-    _check_name("network", network)
-    size = networks.resolve_input_size(spec, input_size)
-    networks.check_pooling(pooling)
-    _check_options(1 if batch_size is None else batch_size, per_class, on_bad_image, num_shards, shard_index, merge,
-                   checkpoint_every)
-    checks.check_scalar(augment_copies, "augment_copies", 0)
-    # Checked even without copies, so that a typo is not found only when copies are asked for.
-    transforms = augmentation.parse_transforms(augmentations)
-    if not augment_copies:
-        transforms = ()
-    if augment_copies and not transforms:
-        raise ValueError(f"Expected --augmentations with --augment_copies={augment_copies}: the "
-                         "transforms that make each view. Received: none. Pass e.g. "
-                         "--augmentations=flip,crop,color.")
-    device = engines.detect_device()
-    engine = engines.resolve_engine(engine, device)
-    precision = engines.resolve_precision(precision, device, engine)
-    for name, value in (("calibration_images", calibration_images), ("check_images", check_images)):
-        checks.check_scalar(value, name, 1)
-    batch_size = batch_size or engines.auto_batch_size(size, device)
-    checks.check_choice(executor, "executor", jobs.EXECUTORS)
-    files.check_writable_dir(output_dir, "--output_dir")
-    _check_name("dataset", dataset or default_dataset_name(dataset_dir),
-                None if dataset else dataset_dir)
-    dataset = dataset or default_dataset_name(dataset_dir)
-    weights_id, weights_sha = networks.weights_identity(weights)
+    settings = ExtractionSettings(network, **options)
+    resolved = settings.check()
     splits = datasets.prepare_splits(
-        dataset_dir, dataset_format=dataset_format, per_class=per_class,
-        validation_split=validation_split, seed=seed, allow_pickle=allow_pickle,
-    )
+        settings.dataset_dir, dataset_format=settings.dataset_format, per_class=settings.per_class,
+        validation_split=settings.validation_split, seed=settings.seed,
+        allow_pickle=settings.allow_pickle)
     versions = library_versions()
-    selection = _select_precision(precision, cache.CacheMetadata(
-        network=spec.name, weights=weights_id, weights_sha256=weights_sha, layer=layer or "",
-        pooling=pooling, input_size=size, preprocessing=spec.preprocessing, dataset=dataset,
-        dataset_digest="", split="train", per_class=0, seed=seed, library_versions=versions,
-        engine=engine), weights, device, splits,
-        (calibration_images, check_images, batch_size, augment_copies))
+    selection = _select_precision(
+        resolved.precision, _network_metadata(settings, resolved, versions),
+        settings.weights, resolved.device, splits,
+        (settings.calibration_images, settings.check_images, resolved.batch_size,
+         settings.augment_copies))
     # Shards run on Ray get the resolved precision, so that they all extract in the same one.
-    precision = arguments["precision"] = selection.precision
-    plans = []
-    for name in cache.SPLITS:
-        split = splits[name]
-        metadata = cache.CacheMetadata(
-            network=spec.name, weights=weights_id, weights_sha256=weights_sha, layer=layer or "",
-            pooling=pooling, input_size=size, preprocessing=spec.preprocessing, dataset=dataset,
-            dataset_digest=dataset_digest(split), split=name,
-            # Only the training split is cut to per_class. The seed counts where it chose the
-            # samples, or the random weights.
-            per_class=(per_class or 0) if name == "train" else 0,
-            seed=seed if split.seeded or weights == "none" or (augment_copies and name == "train")
-            else 0,
-            library_versions=versions, engine=engine, precision=precision,
-            augmentations=",".join(transforms) if name == "train" else "",
-            augment_copies=augment_copies if name == "train" else 0,
-        )
-        path = os.path.join(
-            output_dir, cache.cache_filename(file_network_name(network, spec), dataset, name, per_class,
-                                             augment_copies))
-        sharded_here = executor == "local" and not merge
-        plans.append(_plan(split, metadata, path, overwrite or merge,
-                           num_shards if sharded_here else 1, shard_index, batch_size))
-
-    if executor == "ray" and not all(plan.existing for plan in plans):
-        num_shards = _run_shards_on_ray(arguments)
-        merge = True
-        plans = [_plan(plan.split, plan.metadata, plan.path, True, 1, 0, batch_size)
+    settings = dataclasses.replace(settings, precision=selection.precision)
+    plans = _make_plans(settings, resolved, splits, selection.precision, versions)
+    num_shards, merge = settings.num_shards, settings.merge
+    if settings.executor == "ray" and not all(plan.existing for plan in plans):
+        num_shards, merge = _run_shards_on_ray(dataclasses.asdict(settings)), True
+        plans = [_plan(plan.split, plan.metadata, plan.path, True, 1, 0, resolved.batch_size)
                  for plan in plans]
-    runner = None
-    results = []
-    for plan in plans:
-        if plan.existing:
-            logging.info("Reusing %s: same fingerprint %s.", plan.path, plan.metadata.fingerprint()[:12])
-            # A run killed between its merge and its clean-up left its checkpoints.
-            _tidy_parts_folders(plan.path, plan.metadata.fingerprint())
-            info, reused = plan.existing, True
-        elif merge:
-            info, reused = _merge_shards(plan, num_shards), False
-        else:
-            runner = runner or _build_engine(plan.metadata, weights, device, selection)
-            announce_cache_size(plan.path, plan.samples[1] - plan.samples[0],
-                                plan.metadata.augment_copies, tuple(runner.output_shape[1:]))
-            info, reused = _extract_plan(runner, spec, plan, size, batch_size, on_bad_image,
-                                         checkpoint_every, selection.fidelity.to_attrs()), False
-        if not reused:
-            logging.info("Wrote %s: %d rows, %d images skipped.", plan.path, info.num_samples,
-                         info.num_skipped)
-        results.append(ExtractionResult(plan.split.name, plan.path, info.num_samples,
-                                        info.num_skipped, reused))
-    return results
+    return _write_plans(plans, settings, resolved, selection, num_shards, merge)
