@@ -69,7 +69,7 @@ def check_pair(train, validation):
 def default_output_dir(training_file, head):
     """Returns `runs/<network>_<dataset>[_<N>]_<head>` for a training cache path."""
     stem = os.path.basename(training_file)
-    for suffix in ("_bottleneck_features_train.h5", ".h5"):
+    for suffix in ("_bottleneck_features_train.h5", "_bottleneck_features_train.p", ".h5", ".p"):
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
             break

@@ -156,6 +156,9 @@ def test_early_stopping(tmp_path):
 
 
 def test_default_output_dir():
+    # The Udacity lab's pickles are named like caches.
+    assert training.default_output_dir("lab/vgg_cifar10_100_bottleneck_features_train.p", "softmax") == (
+        os.path.join("runs", "vgg_cifar10_100_softmax"))
     assert training.default_output_dir("c/vgg_cifar10_100_bottleneck_features_train.h5", "mlp") == (
         os.path.join("runs", "vgg_cifar10_100_mlp"))
 
