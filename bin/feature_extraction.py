@@ -41,11 +41,11 @@ from classifiers import batch
 from classifiers import heads
 
 _TRAINING_FILE = flags.DEFINE_string(
-    "training_file", None, "Training split cache (.h5); or a glob or comma-separated list of them "
-    "for a batch.")
+    "training_file", None, "Training split cache (.h5, or the Udacity lab's .p pickle); or a glob "
+    "or comma-separated list of them for a batch.")
 _VALIDATION_FILE = flags.DEFINE_string(
-    "validation_file", None, "Validation split cache (.h5); or a glob or comma-separated list, "
-    "paired with the training caches by their attributes.")
+    "validation_file", None, "Validation split cache (.h5 or .p); or a glob or comma-separated "
+    "list, paired with the training caches by their attributes.")
 _HEAD = flags.DEFINE_list(
     "head", ["softmax"], f"Classifier head, one of {', '.join(heads.HEADS)}; a comma-separated "
     "list sweeps them.")
