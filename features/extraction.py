@@ -113,8 +113,14 @@ def _check_existing(path, metadata, overwrite):
 
     Raises:
         cache.CacheError: `path` holds another or an invalid cache and
-            `overwrite` is False.
+            `overwrite` is False, or something that is not HDF5 at all.
     """
+    if os.path.lexists(path) and not cache.is_hdf5_file(path):
+        # Not even a damaged cache: a user's file under a cache's name is never replaced.
+        raise cache.CacheError(
+            f"Expected {path} to be a cache this tool wrote, or nothing. Received: "
+            f"{'a folder' if os.path.isdir(path) else 'a file that is not HDF5'}, which "
+            "--overwrite does not replace. Move it away, or choose another --output_dir.")
     if overwrite or not os.path.exists(path):
         return None
     try:

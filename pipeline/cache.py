@@ -640,6 +640,19 @@ class CacheInfo:
     samples: Optional[tuple] = None
 
 
+# The first bytes of every HDF5 file (the format's signature, at offset 0 for files h5py writes).
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5_file(path):
+    """True if `path` is a regular file starting with HDF5's signature (a cache, even a damaged one)."""
+    try:
+        with open(path, "rb") as f:
+            return os.path.isfile(path) and f.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
 def verify_cache(path):
     """Runs every check of `read_cache` without keeping the features in memory.
 

@@ -242,3 +242,36 @@ def test_a_failed_block_leaves_the_older_output_and_no_temporary(tmp_path):
             open(temporary, "w").close()
             raise RuntimeError("killed")
     assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+@pytest.mark.parametrize("what, make, message", [
+    ("a file of the user's", lambda path: path.write_text("my results\n"), "a file that is not HDF5"),
+    ("a folder", lambda path: path.mkdir(), "a folder"),
+])
+def test_overwrite_never_replaces_a_file_under_a_caches_name(tmp_path, what, make, message):
+    from features import extraction  # pylint: disable=g-import-not-at-top
+
+    make(tmp_path / "vgg16_digits_bottleneck_features_train.h5")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=rf"Expected .*vgg16_digits_bottleneck_features_train.h5 to be "
+                       rf"a cache this tool wrote, or nothing. Received: {message}, which "
+                       r"--overwrite does not replace"):
+        extraction.extract_features("vgg16", weights="none", input_size=32, output_dir=str(tmp_path),
+                                    overwrite=True)
+    assert snapshot(tmp_path) == before, what
+
+
+def test_overwrite_replaces_a_damaged_cache(folder_dataset, tmp_path):
+    from features import extraction  # pylint: disable=g-import-not-at-top
+    from pipeline import cache  # pylint: disable=g-import-not-at-top
+
+    options = dict(dataset_dir=folder_dataset, weights="none", input_size=32,
+                   output_dir=str(tmp_path / "out"))
+    path = extraction.extract_features("vgg16", **options)[0].path
+    with open(path, "r+b") as f:  # Truncated: still HDF5's signature, no longer a valid cache.
+        f.truncate(os.path.getsize(path) // 2)
+    assert cache.is_hdf5_file(path)
+    with pytest.raises(ValueError, match="Or pass --overwrite to replace it"):
+        extraction.extract_features("vgg16", **options)
+    results = extraction.extract_features("vgg16", overwrite=True, **options)
+    assert not results[0].reused and cache.read_cache(path).features.shape[0] == 12
