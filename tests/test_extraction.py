@@ -138,15 +138,17 @@ def test_file_names_use_the_canonical_name_or_the_lab_alias(folder_dataset, tmp_
         "vgg_shapes_bottleneck_features_train.h5")
 
 
-def test_invalid_existing_file_needs_overwrite(folder_dataset, tmp_path):
+def test_a_file_that_is_not_a_cache_is_never_replaced(folder_dataset, tmp_path):
+    # A damaged cache is replaced with --overwrite (tests/test_output_safety.py); a user's file
+    # under a cache's name is not, with or without it.
     path = tmp_path / "vgg16_shapes_bottleneck_features_train.h5"
     path.write_bytes(b"not a cache")
-    with pytest.raises(cache.CacheError, match=r"is not a readable HDF5 file.*\(Or pass --overwrite "
-                       r"to replace it.\)"):
-        extract(folder_dataset, tmp_path)
-    assert path.read_bytes() == b"not a cache"
-    extract(folder_dataset, tmp_path, overwrite=True)
-    assert cache.read_cache(str(path)).features.shape == (12, 512)
+    for overwrite in (False, True):
+        with pytest.raises(cache.CacheError, match=r"Expected .*train.h5 to be a cache this tool "
+                           r"wrote, or nothing. Received: a file that is not HDF5, which --overwrite "
+                           r"does not replace. Move it away, or choose another --output_dir."):
+            extract(folder_dataset, tmp_path, overwrite=overwrite)
+        assert path.read_bytes() == b"not a cache"
 
 
 def test_per_class_names_only_the_training_file(folder_dataset, tmp_path):
