@@ -351,6 +351,10 @@ class OpenVINOEngine:
         """
         import openvino as ov  # pylint: disable=g-import-not-at-top
 
+        # Importing OpenVINO (its converter's logger) removes absl's log handler from the root
+        # logger; the next line logged would install Python's bare "INFO:absl:" one. Put it back.
+        logging.use_absl_handler()
+
         self.name = "openvino"
         self.precision = precision
         self.quantized_now = False
@@ -358,9 +362,6 @@ class OpenVINOEngine:
         path, key = self._converted(ov, build_model, model_key)
         if precision == "int8":
             path = self._quantized(ov, core, path, key, calibration)
-        # Importing OpenVINO's converter removes absl's log handler from the root logger,
-        # which leaves every later line in Python's bare "INFO:absl:" format; put it back.
-        logging.use_absl_handler()
         model = core.read_model(path)
         hint = getattr(ov.Type, _OPENVINO_HINTS[precision])
         # Set even for float32: OpenVINO picks bf16 by itself on CPUs that have it.

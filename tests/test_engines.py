@@ -240,3 +240,27 @@ def test_bad_engine_writes_nothing(folder_dataset, tmp_path):
     with pytest.raises(engines.EngineError, match="Expected --engine to be one of"):
         extract(folder_dataset, tmp_path / "out", engine="tpu")
     assert not os.path.exists(tmp_path / "out")
+
+
+@needs_openvino
+def test_openvino_leaves_absls_log_handler_in_place(tmp_path):
+    # Importing OpenVINO removes absl's handler from the root logger; later lines would then come
+    # out in Python's bare "INFO:absl:" format (twice, once absl put its handler back).
+    code = ("import logging\n"
+            "from absl import logging as absl_logging\n"
+            "absl_logging.use_absl_handler()\n"
+            "from features import engines\n"
+            "from tests.test_engines import CPU, KEY\n"
+            "def build():\n"
+            "    raise RuntimeError('no weights')  # e.g. a failed ImageNet download\n"
+            "try:\n"
+            "    engines.create_engine('openvino', 'float32', CPU, build, KEY)\n"
+            "except RuntimeError:\n"
+            "    pass\n"
+            "absl_logging.info('the next line')\n"
+            "print([type(h).__name__ for h in logging.root.handlers])\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            env={**os.environ, "BOTTLENECK_CACHE_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['ABSLHandler']"
