@@ -96,8 +96,9 @@ def test_auto_batch_size():
     assert engines.auto_batch_size((224, 224), GPU) == 128
 
 
-def small_network():
-    spec = networks.get_network("mobilenet_v2")
+def small_network(network="mobilenet_v2"):
+    """A random-weight network at input 32 and 6 preprocessed images: `(build, batch)`."""
+    spec = networks.get_network(network)
 
     def build():
         import keras  # pylint: disable=g-import-not-at-top

@@ -11,10 +11,10 @@ import pytest
 
 from features import engines
 from features import extraction
-from features import networks
 from features import precision as precisions
 from pipeline import cache
 from tests.conftest import write_folder_dataset
+from tests.test_engines import small_network
 
 CPU = engines.Device("cpu", 1, True, "cpu (avx512_bf16)")
 GPU = engines.Device("gpu", 1, True, "1 gpu (compute capability 8.0)")
@@ -178,24 +178,11 @@ def test_bad_sample_sizes(folder_dataset, tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
-def small_network():
-    spec = networks.get_network("mobilenet")
-
-    def build():
-        import keras  # pylint: disable=g-import-not-at-top
-
-        keras.utils.set_random_seed(0)
-        return networks.build_feature_model(spec, "none", "avg", input_size=(32, 32))
-
-    images = np.random.default_rng(0).uniform(0, 255, size=(6, 32, 32, 3)).astype(np.float32)
-    return build, spec.preprocess_input(images)
-
-
 @needs_openvino
 @pytest.mark.slow
 def test_int8_model_is_stored_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("BOTTLENECK_CACHE_HOME", str(tmp_path))
-    build, batch = small_network()
+    build, batch = small_network("mobilenet")
     key = {"network": "mobilenet", "weights": "none", "input_size": [32, 32], "seed": 0}
     calibration = precisions.Calibration("sample-a", lambda: batch, len(batch))
     first = engines.create_engine("openvino", "int8", CPU, build, key, calibration)
