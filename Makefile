@@ -21,7 +21,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/python -m bin.demo --network=$(NETWORK) --weights=$(WEIGHTS) --output_dir=$(DEMO_DIR)
+	$(BIN)/python -m bottleneck_cache.bin.demo --network=$(NETWORK) --weights=$(WEIGHTS) --output_dir=$(DEMO_DIR)
 
 # The whole suite, slow tests included (the real-data test runs when ../shared/data exists).
 test: install

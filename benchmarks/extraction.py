@@ -23,7 +23,8 @@ and at the end, the best counts), and "% of peak" is the network's GFLOP/s (Tens
 multiply-add counts 2) over the peak of the precision it ran in. OpenVINO's int8 convolutions can run
 faster than its int8 MatMul, so for int8 the fraction can exceed 1: the MatMul peak is then a lower bound.
 
-Then the whole process for `--whole_process_networks` (default VGG16@224): `python -m bin.extract_features`
+Then the whole process for `--whole_process_networks` (default VGG16@224):
+`python -m bottleneck_cache.bin.extract_features`
 on a synthetic class-folder JPEG dataset of `--whole_process_images`, naive (`--engine=keras
 --precision=float32 --batch_size=32`) against the defaults (auto), the first default run with an empty
 model store (conversion, calibration and the fidelity check included) and later runs with it filled.
@@ -98,7 +99,7 @@ _WORKER = flags.DEFINE_string("worker", None, "Internal: run one configuration (
 
 
 def _parse(item):
-    from features import networks  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import networks  # pylint: disable=g-import-not-at-top
 
     name, _, size = item.partition("@")
     spec = networks.get_network(name)
@@ -116,7 +117,7 @@ def _weights(network):
 
 def _images(network, side, count, seed):
     import numpy as np  # pylint: disable=g-import-not-at-top
-    from features import networks  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import networks  # pylint: disable=g-import-not-at-top
 
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(count, side, side, 3), dtype=np.uint8)
@@ -125,7 +126,7 @@ def _images(network, side, count, seed):
 
 def _build(network, side, seed, weights):
     import keras  # pylint: disable=g-import-not-at-top
-    from features import networks  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import networks  # pylint: disable=g-import-not-at-top
 
     keras.utils.set_random_seed(seed)
     return networks.build_feature_model(networks.get_network(network), weights, "avg", None,
@@ -134,9 +135,9 @@ def _build(network, side, seed, weights):
 
 def _engine_parts(config):
     """`(device, make_engine, batch)` for OpenVINO engines of the configuration's network."""
-    from features import engines  # pylint: disable=g-import-not-at-top
-    from features import networks  # pylint: disable=g-import-not-at-top
-    from features import precision as precisions  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import engines  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import networks  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import precision as precisions  # pylint: disable=g-import-not-at-top
 
     network, side, seed, weights = config["network"], config["side"], config["seed"], config["weights"]
     device = engines.detect_device()
@@ -173,8 +174,8 @@ def _worker(config):
         def run():
             return model.predict(x, batch_size=batch, verbose=0)
     else:
-        from features import precision as precisions  # pylint: disable=g-import-not-at-top
-        from features import engines  # pylint: disable=g-import-not-at-top
+        from bottleneck_cache.features import precision as precisions  # pylint: disable=g-import-not-at-top
+        from bottleneck_cache.features import engines  # pylint: disable=g-import-not-at-top
 
         device, make_engine, batch, calibration = _engine_parts(config)
         if config["mode"] == "auto":
@@ -270,7 +271,7 @@ def flops_per_image(network, side, seed):
 def _calibrate(config):
     import openvino  # pylint: disable=g-import-not-at-top
 
-    from features import engines  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import engines  # pylint: disable=g-import-not-at-top
 
     peaks = openvino_peaks()
     flops = {key: flops_per_image(network, side, config["seed"]) for key, network, side in
@@ -313,7 +314,7 @@ def write_jpeg_dataset(root, count, side, classes, seed):
 
 
 def extract_command(network, side, dataset, output, extra=()):
-    return [sys.executable, "-m", "bin.extract_features", f"--network={network}", "--weights=none",
+    return [sys.executable, "-m", "bottleneck_cache.bin.extract_features", f"--network={network}", "--weights=none",
             f"--input_size={side}", f"--dataset_dir={dataset}", f"--output_dir={output}",
             "--validation_split=0.2", *extra]
 
@@ -334,7 +335,7 @@ def whole_process(network, side, count, repeats, seed, scratch):
                                                env, scratch)
         runs[kind].append((seconds, rss))
         if kind != "naive":
-            from pipeline import cache  # pylint: disable=g-import-not-at-top
+            from bottleneck_cache.pipeline import cache  # pylint: disable=g-import-not-at-top
 
             name = [n for n in os.listdir(output) if n.endswith("_train.h5")][0]
             path = os.path.join(output, name)
@@ -359,7 +360,7 @@ def whole_process(network, side, count, repeats, seed, scratch):
 def _fidelity(path, reference):
     import numpy as np  # pylint: disable=g-import-not-at-top
 
-    from features import precision as precisions  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import precision as precisions  # pylint: disable=g-import-not-at-top
 
     return precisions.measure_fidelity(np.load(path), np.load(reference))
 
@@ -451,7 +452,7 @@ def main(argv):
     if _WORKER.value:
         print("RESULT " + json.dumps(_worker(json.loads(_WORKER.value))), flush=True)
         return
-    from features import engines  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import engines  # pylint: disable=g-import-not-at-top
 
     started = datetime.datetime.now().astimezone()
     load = os.getloadavg()

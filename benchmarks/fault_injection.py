@@ -157,10 +157,10 @@ class Completed:
 def cache_module():
     """Imports `pipeline.cache`, from the installed package or from this checkout."""
     try:
-        from pipeline import cache  # pylint: disable=g-import-not-at-top
+        from bottleneck_cache.pipeline import cache  # pylint: disable=g-import-not-at-top
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        from pipeline import cache  # pylint: disable=g-import-not-at-top
+        from bottleneck_cache.pipeline import cache  # pylint: disable=g-import-not-at-top
     return cache
 
 

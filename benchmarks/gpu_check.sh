@@ -75,8 +75,8 @@ report() {  # report NAME STARTED ENDED CACHE_DIR REFERENCE_DIR (times from date
   "$PY" - "$@" <<'EOF'
 import glob, json, sys
 import numpy as np
-from features import precision as precisions
-from pipeline import cache
+from bottleneck_cache.features import precision as precisions
+from bottleneck_cache.pipeline import cache
 name, folder, reference = sys.argv[1], sys.argv[4], sys.argv[5]
 seconds = float(sys.argv[3]) - float(sys.argv[2])
 rows, mine, theirs = 0, [], []
@@ -100,17 +100,17 @@ for network in vgg16 resnet50; do
   weights="$WORK/$network.weights.h5"
   CUDA_VISIBLE_DEVICES=-1 "$PY" -c "
 import keras
-from features import networks
+from bottleneck_cache.features import networks
 keras.utils.set_random_seed(0)
 model = networks.build_feature_model(networks.get_network('$network'), 'none', 'avg', None, (224, 224))
 model.save_weights('$weights')"
   common=(--network="$network" --weights="$weights" --input_size=224)
-  CUDA_VISIBLE_DEVICES=-1 "$PY" -m bin.extract_features "${common[@]}" --dataset_dir="$WORK/subset" \
+  CUDA_VISIBLE_DEVICES=-1 "$PY" -m bottleneck_cache.bin.extract_features "${common[@]}" --dataset_dir="$WORK/subset" \
       --output_dir="$WORK/cpu-$network" --precision=float32 2>"$WORK/cpu-$network.log"
   grep -E "Running|precision" "$WORK/cpu-$network.log" || true
   for engine in auto keras; do
     started=$(date +%s.%N)
-    "$PY" -m bin.extract_features "${common[@]}" --dataset_dir="$WORK/data" \
+    "$PY" -m bottleneck_cache.bin.extract_features "${common[@]}" --dataset_dir="$WORK/data" \
         --output_dir="$WORK/gpu-$network-$engine" --engine="$engine" 2>"$WORK/gpu-$network-$engine.log"
     ended=$(date +%s.%N)
     grep -E "Running|precision" "$WORK/gpu-$network-$engine.log" || true

@@ -35,11 +35,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks import common  # pylint: disable=wrong-import-position
-from pipeline import cache  # pylint: disable=wrong-import-position
+from bottleneck_cache.pipeline import cache  # pylint: disable=wrong-import-position
 
 _TUTORIAL = """
 import json, sys, time
-from pipeline import cache
+from bottleneck_cache.pipeline import cache
 import keras
 train, validation = cache.read_cache(sys.argv[1]), cache.read_cache(sys.argv[2])
 keras.utils.set_random_seed(0)
@@ -57,8 +57,8 @@ print(json.dumps({"fit_seconds": time.perf_counter() - started,
 _KERAS_HEAD = """
 import json, sys, time
 import numpy as np
-from pipeline import cache
-from classifiers import evaluation, heads
+from bottleneck_cache.pipeline import cache
+from bottleneck_cache.classifiers import evaluation, heads
 import keras
 import tensorflow as tf
 train, validation = cache.read_cache(sys.argv[1]), cache.read_cache(sys.argv[2])
@@ -114,7 +114,7 @@ def real_caches(workdir, data_dir, weights_dir):
     paths = [f"{stem}_train.h5", f"{stem}_validation.h5"]
     if not all(os.path.exists(p) for p in paths):
         weights = os.path.join(weights_dir, "mobilenet_v2_1.00_224_no_top.weights.h5")
-        subprocess.run([sys.executable, "-m", "bin.extract_features", "--network=mobilenet_v2",
+        subprocess.run([sys.executable, "-m", "bottleneck_cache.bin.extract_features", "--network=mobilenet_v2",
                         f"--dataset_dir={os.path.join(data_dir, 'cifar10-mini')}", "--dataset=cifar10",
                         f"--weights={weights}", f"--output_dir={folder}"], cwd=ROOT, env=_ENV, check=True)
     return paths
@@ -127,7 +127,7 @@ def _script(code, *arguments, scratch):
 
 def ours(train, validation, output_dir, scratch, *flags):
     wall, rss, _ = common.timed_command(
-        [sys.executable, "-m", "bin.feature_extraction", f"--training_file={train}",
+        [sys.executable, "-m", "bottleneck_cache.bin.feature_extraction", f"--training_file={train}",
          f"--validation_file={validation}", f"--output_dir={output_dir}", *flags], _ENV, scratch)
     with open(os.path.join(output_dir, "metrics.json"), encoding="utf-8") as f:
         metrics = json.load(f)
@@ -194,7 +194,7 @@ def sweep(workdir, scratch, tutorial_wall):
     output = os.path.join(workdir, "runs", f"sweep-{os.getpid()}")
     # 36 jobs: the 12 logreg ones ignore the learning rate, so 6 logreg heads are trained.
     wall, rss, out = common.timed_command(
-        [sys.executable, "-m", "bin.feature_extraction",
+        [sys.executable, "-m", "bottleneck_cache.bin.feature_extraction",
          f"--training_file={os.path.join(folder, '*_train.h5')}",
          f"--validation_file={os.path.join(folder, '*_validation.h5')}", "--head=softmax,mlp,logreg",
          "--learning_rate=0.001,0.01", f"--output_dir={output}"], _ENV, scratch)

@@ -36,11 +36,11 @@ HEADS = ("softmax", "logreg")
 ACCURACY_BOUND = 1.0  # points
 
 from benchmarks import common  # pylint: disable=wrong-import-position
-from classifiers import training  # pylint: disable=wrong-import-position
-from features import engines  # pylint: disable=wrong-import-position
-from features import extraction  # pylint: disable=wrong-import-position
-from features import precision as precisions  # pylint: disable=wrong-import-position
-from pipeline import cache  # pylint: disable=wrong-import-position
+from bottleneck_cache.classifiers import training  # pylint: disable=wrong-import-position
+from bottleneck_cache.features import engines  # pylint: disable=wrong-import-position
+from bottleneck_cache.features import extraction  # pylint: disable=wrong-import-position
+from bottleneck_cache.features import precision as precisions  # pylint: disable=wrong-import-position
+from bottleneck_cache.pipeline import cache  # pylint: disable=wrong-import-position
 
 
 class _AutoLine(logging.Handler):

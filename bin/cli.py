@@ -12,7 +12,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from pipeline import datasets
+from bottleneck_cache.pipeline import datasets
 
 # Flags both commands take. absl keeps one flag per name in a process, so they are
 # defined here once; each command adopts them as its own (they show in --help).
@@ -208,7 +208,7 @@ def package_version():
 
 def run(main, module, required,
         interrupted="Outputs are written only when complete: nothing was left half-written."):
-    """Runs a command's `main` under absl, as `python -m bin.X` or as a console script.
+    """Runs a command's `main` under absl, as `python -m bottleneck_cache.bin.X` or as a console script.
 
     A console script's `__main__` is a generated stub, so absl's `--help` would
     show neither the command's docstring nor its flags; they are lent to it here.

@@ -8,14 +8,14 @@ pipeline with seeded random weights, marking every accuracy as such.
 
 Example:
 
-  python -m bin.demo --output_dir=demo_output
+  python -m bottleneck_cache.bin.demo --output_dir=demo_output
 """
 
 import sys
 
 from absl import flags
 
-from bin import cli
+from bottleneck_cache.bin import cli
 
 _NETWORK = flags.DEFINE_string("network", "vgg16", "The network of the demo.")
 _INPUT_SIZE = flags.DEFINE_integer("input_size", 32, "The side images are resized to.",
@@ -26,7 +26,7 @@ flags.declare_key_flag("output_dir")
 
 def main(argv):
     cli.start(argv)
-    from classifiers import demo  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import demo  # pylint: disable=g-import-not-at-top
 
     result = cli.call("demo", demo.run_demo, output_dir=cli.OUTPUT_DIR.value or "demo_output",
                       network=_NETWORK.value, weights=cli.WEIGHTS.value or "imagenet",
@@ -35,7 +35,7 @@ def main(argv):
 
 
 def run():
-    """`python -m bin.demo`."""
+    """`python -m bottleneck_cache.bin.demo`."""
     cli.run(main, sys.modules[__name__], required=[])
 
 

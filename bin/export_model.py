@@ -11,12 +11,13 @@ Example:
 
   export_model --head_dir=runs/vgg16_cifar10_100_softmax --output=cifar10.keras
 
-Load it in Python (importing classifiers.export registers the model's two
+Load it in Python (importing bottleneck_cache.classifiers.export registers the model's two
 custom layers, so no custom_objects are needed):
 
-  import keras, classifiers.export
+  import keras
+  from bottleneck_cache.classifiers import export
   model = keras.models.load_model("cifar10.keras")
-  names = classifiers.export.class_names(model)
+  names = export.class_names(model)
 
 With --saved_model_dir, a TensorFlow SavedModel is written there too (endpoint
 "serve"), for TF Serving or converters; it needs no Python code of this package.
@@ -30,7 +31,7 @@ import sys
 
 from absl import flags
 
-from bin import cli
+from bottleneck_cache.bin import cli
 
 _SAVED_MODEL_DIR = flags.DEFINE_string(
     "saved_model_dir", None, "Also write a TensorFlow SavedModel (for serving) to this folder.")
@@ -43,11 +44,11 @@ flags.declare_key_flag("overwrite")
 
 def main(argv):
     cli.start(argv)
-    from classifiers import predict  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import predict  # pylint: disable=g-import-not-at-top
 
     # A wrong --head_dir fails before TensorFlow loads (classifiers.export imports Keras).
     cli.call("export_model", predict.read_head_config, head_dir=cli.HEAD_DIR.value)
-    from classifiers import export  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import export  # pylint: disable=g-import-not-at-top
 
     result = cli.call(
         "export_model",

@@ -24,13 +24,13 @@ import sys
 
 from absl import flags
 
-from bin import cli
-from features import engines
-from features import precision as precisions
-from features import extraction
-from features import networks
-from pipeline import augment
-from pipeline import jobs
+from bottleneck_cache.bin import cli
+from bottleneck_cache.features import engines
+from bottleneck_cache.features import precision as precisions
+from bottleneck_cache.features import extraction
+from bottleneck_cache.features import networks
+from bottleneck_cache.pipeline import augment
+from bottleneck_cache.pipeline import jobs
 
 _NETWORK = flags.DEFINE_string(
     "network", None, f"Network: {', '.join(networks.list_networks())}; or its Keras class name "

@@ -36,9 +36,9 @@ import sys
 from absl import app
 from absl import flags
 
-from bin import cli
-from classifiers import batch
-from classifiers import heads
+from bottleneck_cache.bin import cli
+from bottleneck_cache.classifiers import batch
+from bottleneck_cache.classifiers import heads
 
 _TRAINING_FILE = flags.DEFINE_string(
     "training_file", None, "Training split cache (.h5, or the Udacity lab's .p pickle); or a glob "

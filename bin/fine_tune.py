@@ -28,10 +28,11 @@ List the network's layers and blocks (for --unfreeze_from, --unfreeze_blocks):
 record. A head extracted with --weights=PATH needs the same file here
 (--weights=PATH).
 
-Load the result in Python (importing classifiers.export registers the model's
+Load the result in Python (importing bottleneck_cache.classifiers.export registers the model's
 custom layers):
 
-  import keras, classifiers.export
+  import keras
+  from bottleneck_cache.classifiers import export
   model = keras.models.load_model("runs/mobilenet_v2_cifar10_100_softmax_fine_tuned/model.keras")
 """
 
@@ -40,7 +41,7 @@ import sys
 from absl import app
 from absl import flags
 
-from bin import cli
+from bottleneck_cache.bin import cli
 
 
 _UNFREEZE_FROM = flags.DEFINE_string(
@@ -79,7 +80,7 @@ def _learning_rate():
 
 def main(argv):
     cli.start(argv)
-    from classifiers import fine_tune  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import fine_tune  # pylint: disable=g-import-not-at-top
 
     if _LIST_LAYERS.value:
         name, rows = cli.call("fine_tune", fine_tune.list_layers, head_dir=cli.HEAD_DIR.value)

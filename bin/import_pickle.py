@@ -30,7 +30,7 @@ import sys
 
 from absl import flags
 
-from bin import cli
+from bottleneck_cache.bin import cli
 
 _PICKLES = flags.DEFINE_string(
     "pickles", None, "Lab pickles to convert: paths or globs, comma-separated (e.g. "
@@ -42,8 +42,8 @@ flags.declare_key_flag("overwrite")
 
 def main(argv):
     cli.start(argv)
-    from classifiers import batch  # pylint: disable=g-import-not-at-top
-    from pipeline import lab_pickles  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import batch  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.pipeline import lab_pickles  # pylint: disable=g-import-not-at-top
 
     paths = cli.call("import_pickle", batch.expand_files, patterns=_PICKLES.value, flag="pickles")
     results = cli.call(

@@ -26,7 +26,7 @@ import sys
 from absl import app
 from absl import flags
 
-from bin import cli
+from bottleneck_cache.bin import cli
 
 _INPUTS = flags.DEFINE_list(
     "inputs", None, "Comma-separated image files and/or folders (searched recursively); they "
@@ -48,7 +48,7 @@ def main(argv):
     if not inputs:
         raise app.UsageError("Expected images or folders to classify, as arguments or with "
                              "--inputs. Received: none")
-    from classifiers import predict  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import predict  # pylint: disable=g-import-not-at-top
 
     results = cli.call(
         "predict",

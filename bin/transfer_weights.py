@@ -20,7 +20,7 @@ import sys
 
 from absl import flags
 
-from bin import cli
+from bottleneck_cache.bin import cli
 
 _SOURCE = flags.DEFINE_string("source", None, "The .keras (or .h5) model to copy weights from.")
 _TARGET = flags.DEFINE_string(
@@ -35,7 +35,7 @@ flags.declare_key_flag("overwrite")
 
 def main(argv):
     cli.start(argv)
-    from classifiers import transfer  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import transfer  # pylint: disable=g-import-not-at-top
 
     report = cli.call(
         "transfer_weights",

@@ -14,9 +14,9 @@ import multiprocessing
 import os
 from concurrent import futures
 
-from classifiers import training
-from pipeline import cache
-from pipeline import files
+from bottleneck_cache.classifiers import training
+from bottleneck_cache.pipeline import cache
+from bottleneck_cache.pipeline import files
 
 # The settings that can be swept, in job-name order.
 SWEEPABLE = ("head", "learning_rate", "hidden_units", "dropout", "l2")
@@ -317,7 +317,7 @@ def write_results(rows, output_dir, plots=True):
         f.write(results_markdown(rows))
     done = [row for row in rows if not row.get("error")]
     if done and plots:
-        from classifiers import reports  # pylint: disable=g-import-not-at-top
+        from bottleneck_cache.classifiers import reports  # pylint: disable=g-import-not-at-top
 
         reports.plot_results(done, os.path.join(output_dir, "results.png"))
 

@@ -11,9 +11,9 @@ collapse to about 1e-12, and every head is at chance).
 import dataclasses
 import os
 
-from classifiers import batch
-from features import extraction
-from features import networks
+from bottleneck_cache.classifiers import batch
+from bottleneck_cache.features import extraction
+from bottleneck_cache.features import networks
 
 HEADS = ("logreg", "softmax")
 

@@ -18,9 +18,9 @@ arrays are cast), shaped `(batch, height, width, 3)`, and does in-graph what
 It returns `(batch, num_classes)` probabilities. The two custom layers are
 registered with Keras when this module is imported, so
 
-    import classifiers.export  # registers NetworkPreprocessing and ClassNames
+    from bottleneck_cache.classifiers import export  # registers NetworkPreprocessing and ClassNames
     model = keras.models.load_model("model.keras")
-    names = classifiers.export.class_names(model)
+    names = export.class_names(model)
 
 works without `custom_objects`.
 """
@@ -30,9 +30,9 @@ import importlib
 import keras
 import numpy as np
 
-from classifiers import predict
-from features import alexnet  # pylint: disable=unused-import  (registers AlexNet's LRN layer)
-from pipeline import files
+from bottleneck_cache.classifiers import predict
+from bottleneck_cache.features import alexnet  # pylint: disable=unused-import  (registers AlexNet's LRN layer)
+from bottleneck_cache.pipeline import files
 
 _PACKAGE = "bottleneck_cache"
 
@@ -249,5 +249,5 @@ def format_summary(result):
     ]
     if result["saved_model_dir"]:
         lines.append(f"Wrote the TensorFlow SavedModel {result['saved_model_dir']} (endpoint 'serve').")
-    lines.append("Load it with: import classifiers.export; keras.models.load_model(PATH)")
+    lines.append("Load it with: import bottleneck_cache.classifiers.export; keras.models.load_model(PATH)")
     return "\n".join(lines)

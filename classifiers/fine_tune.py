@@ -35,7 +35,7 @@ network's top (e.g. MobileNetV2's `Conv_1`) included.
 
 The output folder (default `<head_dir>_fine_tuned`) is written all at once
 (`pipeline.files.atomic_directory`): `model.keras` (the whole fine-tuned model;
-`import classifiers.export` registers its custom layers), `history.csv`,
+`import bottleneck_cache.classifiers.export` registers its custom layers), `history.csv`,
 `metrics.json` and `fine_tune_config.json`.
 """
 
@@ -50,13 +50,13 @@ import time
 import numpy as np
 from absl import logging
 
-from classifiers import predict
-from features import extraction
-from features import networks
-from pipeline import cache
-from pipeline import checks
-from pipeline import datasets
-from pipeline import files
+from bottleneck_cache.classifiers import predict
+from bottleneck_cache.features import extraction
+from bottleneck_cache.features import networks
+from bottleneck_cache.pipeline import cache
+from bottleneck_cache.pipeline import checks
+from bottleneck_cache.pipeline import datasets
+from bottleneck_cache.pipeline import files
 
 FINE_TUNE_CONFIG = "fine_tune_config.json"
 HEAD_METRICS = "metrics.json"
@@ -279,7 +279,7 @@ def build_fine_tune_model(head_dir, weights=None, unfreeze_from=None, unfreeze_b
     _check_unfreeze(unfreeze_from, unfreeze_blocks)
     import keras  # pylint: disable=g-import-not-at-top
 
-    from classifiers import export  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import export  # pylint: disable=g-import-not-at-top
 
     exported, _ = export.build_export_model(head_dir, weights)
     resize, preprocess, network, head, class_names = _find_parts(exported)

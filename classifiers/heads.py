@@ -7,7 +7,7 @@ scikit-learn builders below are what earlier versions trained and saved (`head.k
 the Keras way (`benchmarks/heads.py`).
 """
 
-from pipeline import checks
+from bottleneck_cache.pipeline import checks
 
 HEADS = ("softmax", "mlp", "logreg")
 KERAS_HEADS = ("softmax", "mlp")

@@ -21,10 +21,10 @@ import os
 import numpy as np
 from absl import logging
 
-from features import networks
-from pipeline import checks
-from pipeline import datasets
-from pipeline import files
+from bottleneck_cache.features import networks
+from bottleneck_cache.pipeline import checks
+from bottleneck_cache.pipeline import datasets
+from bottleneck_cache.pipeline import files
 
 HEAD_CONFIG = "head_config.json"
 # Keys `classifiers.training.train_head` writes to head_config.json that this module reads.
@@ -188,7 +188,7 @@ def load_head(head_dir, config):
     """
     path = os.path.join(head_dir, config["head_file"])
     if config["head_file"].endswith(".npz"):
-        from classifiers import head_format  # pylint: disable=g-import-not-at-top
+        from bottleneck_cache.classifiers import head_format  # pylint: disable=g-import-not-at-top
 
         return head_format.to_keras(head_format.load(path))
     try:

@@ -8,13 +8,13 @@ import time
 
 import numpy as np
 
-from classifiers import evaluation
-from classifiers import head_format
-from classifiers import heads
-from classifiers import trainer
-from pipeline import cache
-from pipeline import checks
-from pipeline import files
+from bottleneck_cache.classifiers import evaluation
+from bottleneck_cache.classifiers import head_format
+from bottleneck_cache.classifiers import heads
+from bottleneck_cache.classifiers import trainer
+from bottleneck_cache.pipeline import cache
+from bottleneck_cache.pipeline import checks
+from bottleneck_cache.pipeline import files
 
 
 
@@ -292,7 +292,7 @@ def choose_l2(x, labels, seed):
 
 def _write_reports(folder, validation, predictions, head, plots):
     """Per-class report and misclassified files of one job; with `plots`, curves and confusion matrix."""
-    from classifiers import reports  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import reports  # pylint: disable=g-import-not-at-top
 
     names = validation.class_names
     reports.write_class_report(validation.labels, predictions, names,

@@ -24,7 +24,7 @@ import os
 
 import keras
 
-from pipeline import files
+from bottleneck_cache.pipeline import files
 
 MATCH_MODES = ("name", "position")
 _LOADABLE_EXTENSIONS = (".keras", ".h5", ".hdf5")

@@ -23,7 +23,7 @@ def _cell(text):
 
 def command_reference(name):
     """The Markdown section of one command: its `--help` text, then a table of its flags."""
-    module = importlib.import_module(f"bin.{name}")
+    module = importlib.import_module(f"bottleneck_cache.bin.{name}")
     doc = (module.__doc__ or "").strip()
     summary, _, rest = doc.partition("\n")
     lines = [f"## `{name}`", "", summary, "", "```", rest.strip(), "```", "",

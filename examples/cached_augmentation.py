@@ -95,9 +95,9 @@ def _check_paths(data_dir, weights):
 
 def main(argv):
     common.start(argv)
-    from classifiers import training  # pylint: disable=g-import-not-at-top
-    from features import extraction  # pylint: disable=g-import-not-at-top
-    from pipeline import cache  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import training  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import extraction  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.pipeline import cache  # pylint: disable=g-import-not-at-top
 
     output = common.output_dir(_OUTPUT_DIR.value)
     data_dir = os.path.abspath(_DATA_DIR.value)

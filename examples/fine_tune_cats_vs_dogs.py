@@ -65,9 +65,9 @@ def _table(rows):
 def main(argv):
     del argv  # Unused.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from classifiers import fine_tune  # pylint: disable=g-import-not-at-top
-    from classifiers import training  # pylint: disable=g-import-not-at-top
-    from features import extraction  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import fine_tune  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import training  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import extraction  # pylint: disable=g-import-not-at-top
 
     output = common.output_dir(_OUTPUT_DIR.value)
     try:

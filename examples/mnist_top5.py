@@ -88,12 +88,12 @@ def _write_inputs(split, count, folder):
 
 def main(argv):
     common.start(argv)
-    from classifiers import predict  # pylint: disable=g-import-not-at-top
-    from classifiers import training  # pylint: disable=g-import-not-at-top
-    from features import extraction  # pylint: disable=g-import-not-at-top
-    from features import networks  # pylint: disable=g-import-not-at-top
-    from pipeline import cache  # pylint: disable=g-import-not-at-top
-    from pipeline import datasets  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import predict  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import training  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import extraction  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import networks  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.pipeline import cache  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.pipeline import datasets  # pylint: disable=g-import-not-at-top
 
     output = common.output_dir(_OUTPUT_DIR.value)
     try:

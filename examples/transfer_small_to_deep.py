@@ -94,7 +94,7 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow loads.
     import keras  # pylint: disable=g-import-not-at-top
 
-    from classifiers import transfer  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import transfer  # pylint: disable=g-import-not-at-top
 
     seed, epochs = _SEED.value, _EPOCHS.value
     data = load_digits_split(seed)

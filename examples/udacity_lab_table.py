@@ -102,15 +102,15 @@ def _check_paths(data_dir):
 
 
 def _weights(network, weights_dir):
-    from features import networks  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import networks  # pylint: disable=g-import-not-at-top
 
     return common.weights_file(networks.get_network(network).name, weights_dir) or "imagenet"
 
 
 def _table_from_pickles(folder, output, settings):
     """The lab's table from its own pickles: every head on every train/validation pair in `folder`."""
-    from classifiers import batch  # pylint: disable=g-import-not-at-top
-    from pipeline import cache  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import batch  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.pipeline import cache  # pylint: disable=g-import-not-at-top
 
     folder = os.path.abspath(os.path.expanduser(folder))
     try:
@@ -144,9 +144,9 @@ def _table_from_pickles(folder, output, settings):
 
 def main(argv):
     common.start(argv)
-    from classifiers import batch  # pylint: disable=g-import-not-at-top
-    from classifiers import training  # pylint: disable=g-import-not-at-top
-    from features import extraction  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import batch  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import training  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import extraction  # pylint: disable=g-import-not-at-top
 
     output = common.output_dir(_OUTPUT_DIR.value)
     if _FROM_PICKLES.value:

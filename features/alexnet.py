@@ -33,8 +33,8 @@ so no code stored in the file runs.
 import keras
 import numpy as np
 
-from features import networks
-from pipeline import datasets
+from bottleneck_cache.features import networks
+from bottleneck_cache.pipeline import datasets
 
 INPUT_SIZE = 227
 LAYER_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")

@@ -424,7 +424,7 @@ class OpenVINOEngine:
             raise EngineError("Expected the nncf package to quantize the network for "
                               "--precision=int8. Received: it is not installed. Run: pip install "
                               "nncf, or use --precision=bfloat16, float32 or auto.")
-        from features import precision as precisions  # pylint: disable=g-import-not-at-top
+        from bottleneck_cache.features import precision as precisions  # pylint: disable=g-import-not-at-top
 
         model = precisions.quantize(core.read_model(path), calibration.load())
         self._save(ov, model, quantized)

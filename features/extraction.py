@@ -14,15 +14,15 @@ from typing import Optional
 import numpy as np
 from absl import logging
 
-from features import engines
-from features import networks
-from features import precision as precisions
-from pipeline import augment as augmentation
-from pipeline import cache
-from pipeline import checks
-from pipeline import datasets
-from pipeline import files
-from pipeline import jobs
+from bottleneck_cache.features import engines
+from bottleneck_cache.features import networks
+from bottleneck_cache.features import precision as precisions
+from bottleneck_cache.pipeline import augment as augmentation
+from bottleneck_cache.pipeline import cache
+from bottleneck_cache.pipeline import checks
+from bottleneck_cache.pipeline import datasets
+from bottleneck_cache.pipeline import files
+from bottleneck_cache.pipeline import jobs
 
 _VERSIONED_PACKAGES = ("bottleneck-cache", "tensorflow", "keras", "h5py", "numpy")
 BAD_IMAGE_POLICIES = ("skip", "fail")

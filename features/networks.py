@@ -17,7 +17,7 @@ import importlib
 import os
 import re
 
-from pipeline import checks
+from bottleneck_cache.pipeline import checks
 
 POOLINGS = ("avg", "max", "none")
 
@@ -158,7 +158,8 @@ def _registry():
         _spec("convnext_large", "ConvNeXtLarge", "convnext", 224, 1536),
         _spec("convnext_xlarge", "ConvNeXtXLarge", "convnext", 224, 2048),
         # Caffe's BVLC AlexNet as the Udacity lab ran it (features/alexnet.py); Caffe preprocessing.
-        NetworkSpec("alexnet", "AlexNet", "vgg16", 227, 57, 256, constructor_module="features.alexnet"),
+        NetworkSpec("alexnet", "AlexNet", "vgg16", 227, 57, 256,
+                    constructor_module="bottleneck_cache.features.alexnet"),
     ]
     efficientnet = [(224, 1280), (240, 1280), (260, 1408), (300, 1536),
                     (380, 1792), (456, 2048), (528, 2304), (600, 2560)]

@@ -28,7 +28,7 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from pipeline import checks
+from bottleneck_cache.pipeline import checks
 
 FORMAT_NAME = "bottleneck-cache"
 FORMAT_VERSION = 2
@@ -612,7 +612,7 @@ def read_metadata(path):
             version, incomplete, or its attributes do not match its fingerprint.
     """
     if _is_lab_pickle(path):
-        from pipeline import lab_pickles  # pylint: disable=g-import-not-at-top
+        from bottleneck_cache.pipeline import lab_pickles  # pylint: disable=g-import-not-at-top
 
         metadata = lab_pickles.read_lab_pickle(path).metadata
         return metadata, metadata.fingerprint()
@@ -694,7 +694,7 @@ def read_cache(path):
     """
     path = os.fspath(path)
     if _is_lab_pickle(path):
-        from pipeline import lab_pickles  # pylint: disable=g-import-not-at-top
+        from bottleneck_cache.pipeline import lab_pickles  # pylint: disable=g-import-not-at-top
 
         return lab_pickles.read_lab_pickle(path)
     with _open(path) as f:

@@ -27,9 +27,9 @@ import re
 
 import numpy as np
 
-from features import networks
-from pipeline import cache
-from pipeline import datasets
+from bottleneck_cache.features import networks
+from bottleneck_cache.pipeline import cache
+from bottleneck_cache.pipeline import datasets
 
 SUFFIX = ".p"
 UNKNOWN = "unknown (Udacity lab pickle)"
@@ -228,7 +228,7 @@ def import_lab_pickles(paths, output_dir=None, overwrite=False):
         ValueError: no paths; a pickle that `read_lab_pickle` refuses; an
             output that exists (without `overwrite`) or is not a cache.
     """
-    from pipeline import files  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.pipeline import files  # pylint: disable=g-import-not-at-top
 
     paths = [os.fspath(path) for path in paths]
     if not paths:

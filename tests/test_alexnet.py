@@ -6,11 +6,11 @@ import pickle
 import numpy as np
 import pytest
 
-from features import alexnet
-from features import engines
-from features import extraction
-from features import networks
-from pipeline import cache
+from bottleneck_cache.features import alexnet
+from bottleneck_cache.features import engines
+from bottleneck_cache.features import extraction
+from bottleneck_cache.features import networks
+from bottleneck_cache.pipeline import cache
 
 # The shapes of bvlc-alexnet.npy, Caffe's BVLC AlexNet as the lab's file holds it.
 CONV_SHAPES = {
@@ -120,7 +120,7 @@ def test_conv_layers_and_pooled_outputs():
         alexnet.AlexNet(include_top=False, input_shape=(56, 56, 3))
     # fine_tune --unfreeze_blocks: each convolution is a block (the weightless LRN and pooling
     # before it belong to none, so a block starts where training does).
-    from classifiers import fine_tune  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import fine_tune  # pylint: disable=g-import-not-at-top
 
     assert fine_tune.block_names(spatial) == {
         "conv1": ["conv1"], "conv2": ["conv2"], "conv3": ["conv3"], "conv4": ["conv4"],
@@ -244,10 +244,10 @@ def test_keras_and_openvino_engines_agree(folder_dataset, conv_npy, tmp_path, mo
 def test_head_on_alexnet_features_predicts_exports_and_lists_layers(folder_dataset, conv_npy, tmp_path):
     import keras
 
-    from classifiers import batch
-    from classifiers import export
-    from classifiers import fine_tune
-    from classifiers import predict
+    from bottleneck_cache.classifiers import batch
+    from bottleneck_cache.classifiers import export
+    from bottleneck_cache.classifiers import fine_tune
+    from bottleneck_cache.classifiers import predict
 
     path, _ = conv_npy
     train, validation = _extract(folder_dataset, tmp_path / "caches", weights=path, engine="keras")
@@ -272,7 +272,7 @@ def test_full_file_fc7_features(folder_dataset, tmp_path):
     from absl import flags
     from absl.testing import flagsaver
 
-    from bin import extract_features
+    from bottleneck_cache.bin import extract_features
 
     data = synthetic_weights({**CONV_SHAPES, **FC_SHAPES}, seed=1)
     path = save_npy(tmp_path / "bvlc-alexnet.npy", data)

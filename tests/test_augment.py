@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline import augment
+from bottleneck_cache.pipeline import augment
 
 ALL = augment.TRANSFORMS
 

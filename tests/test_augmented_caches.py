@@ -6,12 +6,12 @@ import os
 import numpy as np
 import pytest
 
-from classifiers import training
-from features import extraction
-from features import networks
-from pipeline import augment
-from pipeline import cache
-from pipeline import datasets
+from bottleneck_cache.classifiers import training
+from bottleneck_cache.features import extraction
+from bottleneck_cache.features import networks
+from bottleneck_cache.pipeline import augment
+from bottleneck_cache.pipeline import cache
+from bottleneck_cache.pipeline import datasets
 
 
 def extract(folder_dataset, output_dir, **kwargs):

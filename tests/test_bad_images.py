@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from features import extraction
-from pipeline import cache
-from pipeline import datasets
+from bottleneck_cache.features import extraction
+from bottleneck_cache.pipeline import cache
+from bottleneck_cache.pipeline import datasets
 from tests.conftest import write_folder_dataset
 
 CLASSES = ("cat", "dog")

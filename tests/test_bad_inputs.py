@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from features import extraction
-from pipeline import cache
+from bottleneck_cache.features import extraction
+from bottleneck_cache.pipeline import cache
 from tests import bad_inputs
 
 CASES = {case.name: case for case in bad_inputs.CASES}
@@ -104,7 +104,7 @@ def test_suggested_dataset_name():
 
 
 def _cli(tmp_path, *flags):
-    command = [sys.executable, "-m", "bin.extract_features", "--weights=none", "--input_size=32", *flags]
+    command = [sys.executable, "-m", "bottleneck_cache.bin.extract_features", "--weights=none", "--input_size=32", *flags]
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 

@@ -7,10 +7,10 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from bin import feature_extraction
-from classifiers import batch
-from classifiers import training
-from pipeline import files
+from bottleneck_cache.bin import feature_extraction
+from bottleneck_cache.classifiers import batch
+from bottleneck_cache.classifiers import training
+from bottleneck_cache.pipeline import files
 from tests.test_training import write_split
 
 flags.FLAGS.mark_as_parsed()

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline import cache
+from bottleneck_cache.pipeline import cache
 
 
 def make_metadata(**overrides):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline import checks
+from bottleneck_cache.pipeline import checks
 
 
 @pytest.mark.parametrize("kwargs, message", [

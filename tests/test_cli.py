@@ -13,13 +13,13 @@ from absl import app
 from absl import flags
 from absl.testing import flagsaver
 
-from bin import cli
-from bin import export_model
-from bin import extract_features
-from bin import feature_extraction
-from bin import fine_tune
-from bin import predict
-from bin import transfer_weights
+from bottleneck_cache.bin import cli
+from bottleneck_cache.bin import export_model
+from bottleneck_cache.bin import extract_features
+from bottleneck_cache.bin import feature_extraction
+from bottleneck_cache.bin import fine_tune
+from bottleneck_cache.bin import predict
+from bottleneck_cache.bin import transfer_weights
 
 # Let flag values be read outside app.run (pytest parses its own command line).
 flags.FLAGS.mark_as_parsed()
@@ -188,7 +188,7 @@ def _interrupted_run(tmp_path, signum):
     """Starts an extraction, waits for its first checkpoint, sends `signum`; returns the result."""
     output = tmp_path / "caches"
     process = subprocess.Popen(
-        [sys.executable, "-m", "bin.extract_features", "--network=vgg16", "--weights=none",
+        [sys.executable, "-m", "bottleneck_cache.bin.extract_features", "--network=vgg16", "--weights=none",
          "--input_size=32", "--engine=keras", "--precision=float32", "--batch_size=8",
          "--checkpoint_every=16", f"--output_dir={output}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -215,7 +215,7 @@ def test_an_interrupt_is_one_line_and_a_resume_says_so(tmp_path, signum, code, w
     if signum == signal.SIGTERM:
         return  # Resuming is the same after either signal; checked once.
     resumed = subprocess.run(
-        [sys.executable, "-m", "bin.extract_features", "--network=vgg16", "--weights=none",
+        [sys.executable, "-m", "bottleneck_cache.bin.extract_features", "--network=vgg16", "--weights=none",
          "--input_size=32", "--engine=keras", "--precision=float32", "--batch_size=8",
          "--checkpoint_every=16", f"--output_dir={tmp_path / 'caches'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)

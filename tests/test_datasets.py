@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import datasets
-from pipeline.datasets import DatasetError, Split
+from bottleneck_cache.pipeline import datasets
+from bottleneck_cache.pipeline.datasets import DatasetError, Split
 from tests.conftest import write_folder_dataset
 
 REAL_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
@@ -138,7 +138,7 @@ def test_formats_constant():
 
 def test_module_does_not_import_tensorflow_keras_or_h5py():
     code = (
-        "import sys; import pipeline.datasets as d; d.load_dataset(None); "
+        "import sys; import bottleneck_cache.pipeline.datasets as d; d.load_dataset(None); "
         "print(sorted(m for m in ('tensorflow', 'keras', 'h5py') if m in sys.modules))"
     )
     root = os.path.join(os.path.dirname(__file__), "..")

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from classifiers import demo
+from bottleneck_cache.classifiers import demo
 
 
 @pytest.mark.slow

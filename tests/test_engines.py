@@ -9,10 +9,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from features import engines
-from features import extraction
-from features import networks
-from pipeline import cache
+from bottleneck_cache.features import engines
+from bottleneck_cache.features import extraction
+from bottleneck_cache.features import networks
+from bottleneck_cache.pipeline import cache
 
 CPU = engines.Device("cpu", 1, False, "cpu (no bf16 units)")
 AMX_CPU = engines.Device("cpu", 1, True, "cpu (amx_bf16)")
@@ -174,7 +174,7 @@ _MIRRORED = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from features import engines
+    from bottleneck_cache.features import engines
     from tests.test_engines import small_network, KEY
     build, batch = small_network()
     single = engines.Device("cpu", 1, False, "cpu")

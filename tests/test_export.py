@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifiers import export
-from classifiers import predict
+from bottleneck_cache.classifiers import export
+from bottleneck_cache.classifiers import predict
 from tests.test_predict import CLASSES
 from tests.test_predict import ROOT
 from tests.test_predict import legacy_head
@@ -76,8 +76,8 @@ def test_exported_model_is_the_two_stage_path_on_raw_images(heads, images, tmp_p
 
 def test_logreg_of_an_earlier_version_becomes_an_exact_dense_softmax(heads):
     """A `head.joblib` (scikit-learn pipeline) written before head.npz still exports exactly."""
-    from classifiers import heads as heads_module  # pylint: disable=g-import-not-at-top
-    from pipeline import cache  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import heads as heads_module  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.pipeline import cache  # pylint: disable=g-import-not-at-top
 
     train, validation = (cache.read_cache(path) for path in heads["caches"])
     pipeline = heads_module.build_logreg().fit(train.features.reshape(len(train.labels), -1),
@@ -101,7 +101,7 @@ def test_heads_of_earlier_versions_still_export(heads, tmp_path, kind):
 
 
 def test_logreg_conversion_binary_and_missing_classes():
-    from classifiers import heads as heads_module  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import heads as heads_module  # pylint: disable=g-import-not-at-top
 
     rng = np.random.default_rng(0)
     features = rng.normal(size=(40, 4, 2)) * [1, 10] + [0, 5]
@@ -150,7 +150,7 @@ def test_saved_model_serves_the_same_probabilities(heads, images, tmp_path):
 
 
 def _command(*flags):
-    return subprocess.run([sys.executable, "-m", "bin.export_model", *flags], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bottleneck_cache.bin.export_model", *flags], capture_output=True,
                           text=True, timeout=300, cwd=ROOT)
 
 

@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from features import extraction
-from features import networks
-from pipeline import cache
-from pipeline import datasets
+from bottleneck_cache.features import extraction
+from bottleneck_cache.features import networks
+from bottleneck_cache.pipeline import cache
+from bottleneck_cache.pipeline import datasets
 
 
 def extract(folder_dataset, output_dir, **kwargs):

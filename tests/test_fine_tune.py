@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import classifiers.export  # noqa: F401  (registers the custom layers of model.keras)
-from classifiers import fine_tune
-from classifiers import predict
-from classifiers import training
-from features import extraction
+from bottleneck_cache.classifiers import export  # noqa: F401  (registers the custom layers of model.keras)
+from bottleneck_cache.classifiers import fine_tune
+from bottleneck_cache.classifiers import predict
+from bottleneck_cache.classifiers import training
+from bottleneck_cache.features import extraction
 from tests.conftest import write_folder_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,7 +119,7 @@ def _check_result(trained, result, start_name, epochs):
     images = _val_images(trained["dataset"])
     np.testing.assert_allclose(np.asarray(loaded.predict_on_batch(images)),
                                np.asarray(result.model.predict_on_batch(images)), atol=1e-6)
-    assert classifiers.export.class_names(loaded) == ["cat", "dog", "fish"]
+    assert export.class_names(loaded) == ["cat", "dog", "fish"]
     for layer in _network(loaded).layers:
         for saved, kept in zip(layer.get_weights(), network.get_layer(layer.name).get_weights()):
             np.testing.assert_array_equal(saved, kept)
@@ -212,7 +212,7 @@ def test_bad_arguments_are_one_clear_error(trained, tmp_path):
 
 
 def _command(*flags):
-    return subprocess.run([sys.executable, "-m", "bin.fine_tune", *flags], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bottleneck_cache.bin.fine_tune", *flags], capture_output=True,
                           text=True, timeout=300, cwd=ROOT)
 
 

@@ -6,10 +6,10 @@ import pickle
 import numpy as np
 import pytest
 
-from classifiers import batch
-from classifiers import training
-from pipeline import cache
-from pipeline import lab_pickles
+from bottleneck_cache.classifiers import batch
+from bottleneck_cache.classifiers import training
+from bottleneck_cache.pipeline import cache
+from bottleneck_cache.pipeline import lab_pickles
 
 
 def write_lab_pickle(folder, name, num_samples=12, dim=8, num_classes=10, label_shape="column",
@@ -224,7 +224,7 @@ def test_import_pickle_command(lab_pair, tmp_path, capsys):
     from absl import flags
     from absl.testing import flagsaver
 
-    from bin import import_pickle
+    from bottleneck_cache.bin import import_pickle
 
     flags.FLAGS.mark_as_parsed()
 
@@ -247,7 +247,7 @@ def test_the_labs_exact_command(lab_pair, tmp_path, capsys, monkeypatch):
     from absl import flags
     from absl.testing import flagsaver
 
-    from bin import feature_extraction
+    from bottleneck_cache.bin import feature_extraction
 
     flags.FLAGS.mark_as_parsed()
     monkeypatch.chdir(os.path.dirname(lab_pair[0]))
@@ -265,10 +265,10 @@ def test_import_pickle_help_and_stray_arguments():
 
     from absl import app
 
-    from bin import import_pickle
+    from bottleneck_cache.bin import import_pickle
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-m", "bin.import_pickle", "--help"], cwd=root,
+    result = subprocess.run([sys.executable, "-m", "bottleneck_cache.bin.import_pickle", "--help"], cwd=root,
                             capture_output=True, text=True, timeout=120)
     assert result.stdout.startswith("Converts the Udacity lab's bottleneck pickles")
     assert "--pickles" in result.stdout and "--overwrite" in result.stdout

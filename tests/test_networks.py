@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from features import networks
+from bottleneck_cache.features import networks
 
 # Built in the default run; the others take several seconds each and are `slow`.
 FAST = {"vgg16", "vgg19", "mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",

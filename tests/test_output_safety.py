@@ -16,14 +16,14 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from bin import export_model
-from bin import extract_features
-from bin import feature_extraction
-from bin import fine_tune
-from bin import predict
-from bin import transfer_weights
-from classifiers import training
-from pipeline import files
+from bottleneck_cache.bin import export_model
+from bottleneck_cache.bin import extract_features
+from bottleneck_cache.bin import feature_extraction
+from bottleneck_cache.bin import fine_tune
+from bottleneck_cache.bin import predict
+from bottleneck_cache.bin import transfer_weights
+from bottleneck_cache.classifiers import training
+from bottleneck_cache.pipeline import files
 from tests.test_training import write_split
 
 flags.FLAGS.mark_as_parsed()
@@ -249,7 +249,7 @@ def test_a_failed_block_leaves_the_older_output_and_no_temporary(tmp_path):
     ("a folder", lambda path: path.mkdir(), "a folder"),
 ])
 def test_overwrite_never_replaces_a_file_under_a_caches_name(tmp_path, what, make, message):
-    from features import extraction  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import extraction  # pylint: disable=g-import-not-at-top
 
     make(tmp_path / "vgg16_digits_bottleneck_features_train.h5")
     before = snapshot(tmp_path)
@@ -262,8 +262,8 @@ def test_overwrite_never_replaces_a_file_under_a_caches_name(tmp_path, what, mak
 
 
 def test_overwrite_replaces_a_damaged_cache(folder_dataset, tmp_path):
-    from features import extraction  # pylint: disable=g-import-not-at-top
-    from pipeline import cache  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.features import extraction  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.pipeline import cache  # pylint: disable=g-import-not-at-top
 
     options = dict(dataset_dir=folder_dataset, weights="none", input_size=32,
                    output_dir=str(tmp_path / "out"))

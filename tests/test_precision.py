@@ -9,10 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from features import engines
-from features import extraction
-from features import precision as precisions
-from pipeline import cache
+from bottleneck_cache.features import engines
+from bottleneck_cache.features import extraction
+from bottleneck_cache.features import precision as precisions
+from bottleneck_cache.pipeline import cache
 from tests.conftest import write_folder_dataset
 from tests.test_engines import small_network
 
@@ -280,7 +280,7 @@ def test_fidelity_survives_parts_and_merges(tmp_path):
 def test_precision_help_says_what_auto_does():
     from absl import flags  # pylint: disable=g-import-not-at-top
 
-    from bin import extract_features  # pylint: disable=g-import-not-at-top,unused-import
+    from bottleneck_cache.bin import extract_features  # pylint: disable=g-import-not-at-top,unused-import
 
     text = " ".join(flags.FLAGS["precision"].help.split())
     assert f"median >= {precisions.GATE.min_median:g} and 1st percentile >= " \

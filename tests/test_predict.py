@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifiers import predict
-from features import extraction
-from features import networks
-from pipeline import cache
+from bottleneck_cache.classifiers import predict
+from bottleneck_cache.features import extraction
+from bottleneck_cache.features import networks
+from bottleneck_cache.pipeline import cache
 from tests.conftest import write_folder_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +30,7 @@ def trained_heads(tmp_path_factory):
         `softmax`, `mlp` and `logreg` (head folders).
     """
     if not _HEADS:
-        from classifiers import training  # pylint: disable=g-import-not-at-top
+        from bottleneck_cache.classifiers import training  # pylint: disable=g-import-not-at-top
 
         base = tmp_path_factory.mktemp("heads")
         dataset = base / "shapes"
@@ -159,7 +159,7 @@ def test_bad_head_and_inputs_are_one_clear_error(heads, tmp_path):
 
 @pytest.mark.parametrize("head", ["softmax", "mlp", "logreg"])
 def test_keras_head_gives_the_trainers_probabilities(heads, head):
-    from classifiers import head_format  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import head_format  # pylint: disable=g-import-not-at-top
 
     validation = cache.read_cache(heads["caches"][1])
     saved = head_format.load(os.path.join(heads[head], "head.npz"))
@@ -176,7 +176,7 @@ def test_keras_head_gives_the_trainers_probabilities(heads, head):
 
 def legacy_head(heads, tmp_path, kind):
     """A copy of the softmax head folder whose head is saved as earlier versions did."""
-    from classifiers import heads as heads_module  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import heads as heads_module  # pylint: disable=g-import-not-at-top
 
     train = cache.read_cache(heads["caches"][0])
     head_dir = tmp_path / f"legacy_{kind}"
@@ -210,7 +210,7 @@ def test_heads_of_earlier_versions_still_predict(heads, tmp_path, kind):
 
 
 def test_damaged_head_file_is_one_clear_error(heads, tmp_path):
-    from classifiers import head_format  # pylint: disable=g-import-not-at-top
+    from bottleneck_cache.classifiers import head_format  # pylint: disable=g-import-not-at-top
 
     head_dir = tmp_path / "damaged"
     shutil.copytree(heads["softmax"], head_dir)
@@ -264,7 +264,7 @@ def test_a_weights_file_head_needs_that_very_file(heads, tmp_path):
 
 
 def _command(*flags):
-    return subprocess.run([sys.executable, "-m", "bin.predict", *flags], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bottleneck_cache.bin.predict", *flags], capture_output=True,
                           text=True, timeout=300, cwd=ROOT)
 
 

@@ -11,8 +11,8 @@ import os
 
 import pytest
 
-from classifiers import training
-from features import extraction
+from bottleneck_cache.classifiers import training
+from bottleneck_cache.features import extraction
 
 _BESIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
 DATA_DIR = os.environ.get("BOTTLENECK_CACHE_DATA_DIR", os.path.join(_BESIDE, "data"))

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from sklearn import metrics
 
-from classifiers import reports
+from bottleneck_cache.classifiers import reports
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -186,7 +186,7 @@ def test_write_misclassified_with_none_wrong_and_bytes_filenames(tmp_path):
 
 
 def test_importing_reports_loads_no_plotting_or_deep_learning_module():
-    code = ("import sys, classifiers.reports; "
+    code = ("import sys, bottleneck_cache.classifiers.reports; "
             "print(sorted(m for m in ('matplotlib', 'matplotlib.pyplot', 'tensorflow', 'keras') "
             "if m in sys.modules))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from features import extraction
-from pipeline import cache
+from bottleneck_cache.features import extraction
+from bottleneck_cache.pipeline import cache
 
 OPTIONS = dict(network="vgg16", weights="none", input_size=32, batch_size=2, checkpoint_every=4)
 

@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from classifiers import evaluation
-from classifiers import head_format
-from classifiers import trainer
-from classifiers import training
-from pipeline import cache
-from pipeline import files
+from bottleneck_cache.classifiers import evaluation
+from bottleneck_cache.classifiers import head_format
+from bottleneck_cache.classifiers import trainer
+from bottleneck_cache.classifiers import training
+from bottleneck_cache.pipeline import cache
+from bottleneck_cache.pipeline import files
 from tests.test_cache import make_metadata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,10 +12,10 @@ from absl import app
 from absl import flags
 from absl.testing import flagsaver
 
-from bin import export_model  # noqa: F401  Defines --output too: both import in one process.
-from bin import extract_features  # noqa: F401  Defines --overwrite too.
-from bin import transfer_weights
-from classifiers import transfer
+from bottleneck_cache.bin import export_model  # noqa: F401  Defines --output too: both import in one process.
+from bottleneck_cache.bin import extract_features  # noqa: F401  Defines --overwrite too.
+from bottleneck_cache.bin import transfer_weights
+from bottleneck_cache.classifiers import transfer
 
 # Let flag values be read outside app.run (pytest parses its own command line).
 flags.FLAGS.mark_as_parsed()
@@ -283,7 +283,7 @@ def test_command_main(saved_models, tmp_path, capsys):
 
 
 def python_module(*args):
-    return subprocess.run([sys.executable, "-m", "bin.transfer_weights", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "bottleneck_cache.bin.transfer_weights", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
 
 
