@@ -371,13 +371,7 @@ def train_heads(training_file, validation_file, head=("softmax",), learning_rate
                                  early_stopping=early_stopping, seed=seed)
     settings = sweep(base, head=list(head), learning_rate=list(learning_rate),
                      hidden_units=list(hidden_units), dropout=list(dropout), l2=list(l2))
-    training_files = expand_files(training_file, "training_file")
-    validation_files = expand_files(validation_file, "validation_file")
-    if len(training_files) == 1 and len(validation_files) == 1:
-        # One explicit pair: train_head says which attribute differs if they do not match.
-        pairs = [(training_files[0], validation_files[0])]
-    else:
-        pairs = pair_caches(training_files, validation_files)
+    pairs = _pairs_of(training_file, validation_file)
     jobs = make_jobs(pairs, settings)
     if len(jobs) == 1:
         job = jobs[0]
@@ -386,10 +380,25 @@ def train_heads(training_file, validation_file, head=("softmax",), learning_rate
                                       plots=plots)
         return [{"job": job.name, **results}], training.format_summary(results)
     root = output_dir or "runs"
-    cache_files = [path for pair in pairs for path in pair]
-    files.check_output_dir(root, "--output_dir", inputs=cache_files)
-    for job in jobs:  # Every job folder is checked before the first job trains.
-        files.check_output_dir(os.path.join(root, job.name), "--output_dir", inputs=cache_files)
-    files.claim_directory(root, "--output_dir", inputs=cache_files, command="feature_extraction")
+    _claim_output(root, jobs, pairs)
     rows = run_jobs(jobs, root, log=log, plots=plots, workers=workers)
     return rows, format_summary(rows)
+
+
+def _pairs_of(training_file, validation_file):
+    """The `(training file, validation file)` pairs that two `--*_file` values name."""
+    training_files = expand_files(training_file, "training_file")
+    validation_files = expand_files(validation_file, "validation_file")
+    if len(training_files) == 1 and len(validation_files) == 1:
+        # One explicit pair: train_head says which attribute differs if they do not match.
+        return [(training_files[0], validation_files[0])]
+    return pair_caches(training_files, validation_files)
+
+
+def _claim_output(root, jobs, pairs):
+    """Checks the batch's root and every job folder (before the first job trains), then claims the root."""
+    cache_files = [path for pair in pairs for path in pair]
+    files.check_output_dir(root, "--output_dir", inputs=cache_files)
+    for job in jobs:
+        files.check_output_dir(os.path.join(root, job.name), "--output_dir", inputs=cache_files)
+    files.claim_directory(root, "--output_dir", inputs=cache_files, command="feature_extraction")
