@@ -24,6 +24,7 @@ import os
 
 import keras
 
+from bottleneck_cache.pipeline import checks
 from bottleneck_cache.pipeline import files
 
 MATCH_MODES = ("name", "position")
@@ -147,12 +148,9 @@ def _pair_by_position(source_layers, target_layers):
 
 
 def _check_match(match):
-    if match not in MATCH_MODES:
-        raise ValueError(
-            f"Expected match to be one of {', '.join(repr(mode) for mode in MATCH_MODES)}. "
-            f"Received: {match!r}. Pass --match=name (same layer names) or --match=position "
-            "(the i-th layer with weights of each model)."
-        )
+    checks.check_choice(match, "match", MATCH_MODES,
+                        fix="Pass --match=name (same layer names) or --match=position (the i-th "
+                            "layer with weights of each model).")
 
 
 def _nothing_matches_error(report, target_name, source_name):

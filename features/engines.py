@@ -39,6 +39,8 @@ import warnings
 import numpy as np
 from absl import logging
 
+from bottleneck_cache.pipeline import checks
+
 ENGINES = ("auto", "keras", "xla", "openvino")
 PRECISIONS = ("auto", "float32", "bfloat16", "int8", "float16")
 _KERAS_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
@@ -131,12 +133,6 @@ def detect_device(cpuinfo="/proc/cpuinfo"):
     return Device("cpu", 1, bool(found), f"cpu ({', '.join(found) or 'no bf16 units'})")
 
 
-def _check_choice(kind, value, choices):
-    if value not in choices:
-        raise EngineError(f"Expected --{kind} to be one of {', '.join(choices)}. "
-                          f"Received: {value!r}.")
-
-
 def resolve_precision(precision, device, engine="keras"):
     """Checks a precision against the device and the (resolved) engine.
 
@@ -156,7 +152,7 @@ def resolve_precision(precision, device, engine="keras"):
         EngineError: an unknown precision, float16 on a CPU, or int8 with
             another engine than openvino.
     """
-    _check_choice("precision", precision, PRECISIONS)
+    checks.check_choice(precision, "precision", PRECISIONS, error=EngineError)
     if precision == "float16" and device.kind == "cpu":
         raise EngineError(
             "Expected --precision=float16 only on a GPU: CPUs emulate float16 slowly and "
@@ -196,7 +192,7 @@ def resolve_engine(engine, device):
         EngineError: an unknown engine, or `openvino` when it is not installed
             or on a GPU.
     """
-    _check_choice("engine", engine, ENGINES)
+    checks.check_choice(engine, "engine", ENGINES, error=EngineError)
     if engine == "auto":
         if device.kind == "gpu":
             return "xla"
