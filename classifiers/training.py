@@ -68,11 +68,11 @@ def check_pair(train, validation):
 
 def default_output_dir(training_file, head):
     """Returns `runs/<network>_<dataset>[_<N>]_<head>` for a training cache path."""
-    stem = os.path.basename(training_file)
-    for suffix in ("_bottleneck_features_train.h5", "_bottleneck_features_train.p", ".h5", ".p"):
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
+    try:
+        stem = cache.parse_cache_filename(training_file).run_name
+    except cache.CacheError:  # Another name: the file's, less a cache's suffix.
+        stem, suffix = os.path.splitext(os.path.basename(training_file))
+        stem = stem if suffix in cache.SUFFIXES else stem + suffix
     return os.path.join("runs", f"{stem}_{head}")
 
 

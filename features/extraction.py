@@ -302,7 +302,7 @@ def _tidy_parts_folders(path, fingerprint):
     for entry in sorted(os.listdir(folder)):
         if entry == own:
             shutil.rmtree(os.path.join(folder, entry))
-        elif entry.startswith(f".{name}.") and entry.endswith(".parts"):
+        elif cache.is_parts_folder(entry, path):
             logging.warning("Kept %s: checkpoints of an unfinished extraction of %s with other "
                             "settings. Delete it if you will not resume that extraction.",
                             os.path.join(folder, entry), name)
@@ -324,7 +324,7 @@ def _extract_plan(engine, spec, plan, input_size, batch_size, on_bad_image, chec
     split, metadata = plan.split, plan.metadata
     work = cache.parts_folder(plan.path, metadata.fingerprint())
     _remove_temporaries(os.path.dirname(os.path.abspath(plan.path)),
-                        f".{os.path.basename(plan.path)}.")
+                        cache.working_prefix(plan.path))
     _remove_temporaries(work, ".")
     os.makedirs(work, exist_ok=True)
     feature_shape = tuple(engine.output_shape[1:])
@@ -334,7 +334,7 @@ def _extract_plan(engine, spec, plan, input_size, batch_size, on_bad_image, chec
                    metadata.seed)
     lo, hi, total = plan.samples
     ranges = _parts(lo, hi, checkpoint_every)
-    parts = [os.path.join(work, f"part-{start:010d}-{stop:010d}.h5") for start, stop in ranges]
+    parts = [cache.part_filename(work, start, stop) for start, stop in ranges]
     finished = [_finished_part(part, metadata, (start, stop, total))
                 for part, (start, stop) in zip(parts, ranges)]
     done = sum(stop - start for (start, stop), kept in zip(ranges, finished) if kept)
@@ -405,12 +405,6 @@ def shard_range(total, num_shards, shard_index, batch_size):
     return min(first * unit, total), min(last * unit, total)
 
 
-def shard_filename(path, num_shards, shard_index):
-    """`x_train.h5` -> `x_train-00001-of-00004.h5` for shard 1 of 4."""
-    stem, ext = os.path.splitext(path)
-    return f"{stem}-{shard_index:05d}-of-{num_shards:05d}{ext}"
-
-
 @dataclasses.dataclass(frozen=True)
 class _Plan:
     """What to write for one split: the file, and which of the split's samples go in it."""
@@ -442,7 +436,7 @@ def _check_options(batch_size, per_class, on_bad_image, num_shards, shard_index,
 def _plan(split, metadata, path, overwrite, num_shards, shard_index, batch_size):
     total = len(split)
     if num_shards > 1:
-        path = shard_filename(path, num_shards, shard_index)
+        path = cache.shard_filename(path, num_shards, shard_index)
         samples = (*shard_range(total, num_shards, shard_index, batch_size), total)
     else:
         samples = (0, total, total)
@@ -452,7 +446,7 @@ def _plan(split, metadata, path, overwrite, num_shards, shard_index, batch_size)
 
 def _merge_shards(plan, num_shards):
     """Merges the shard files of `plan`'s cache into it; returns its `cache.CacheInfo`."""
-    shards = [shard_filename(plan.path, num_shards, i) for i in range(num_shards)]
+    shards = [cache.shard_filename(plan.path, num_shards, i) for i in range(num_shards)]
     missing = [path for path in shards if not os.path.exists(path)]
     if missing:
         raise cache.CacheError(

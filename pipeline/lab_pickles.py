@@ -23,7 +23,6 @@ the file runs, so no `--allow_pickle` is needed.
 import hashlib
 import json
 import os
-import re
 
 import numpy as np
 
@@ -34,8 +33,6 @@ from bottleneck_cache.pipeline import datasets
 SUFFIX = ".p"
 UNKNOWN = "unknown (Udacity lab pickle)"
 NAME_PATTERN = "{network}_{dataset}[_{N}]_bottleneck_features_{train,validation}.p"
-_NAME = re.compile(r"^(?P<stem>.+?)(?:_(?P<per_class>\d+))?_bottleneck_features_"
-                   r"(?P<split>train|validation)\.p$")
 _KEYS = ("features", "labels")
 
 # GTSRB's 43 classes, as in the lab's signnames.csv.
@@ -72,15 +69,17 @@ def parse_name(path):
     Raises:
         CacheError: the name does not follow the lab's pattern.
     """
-    name = os.path.basename(os.fspath(path))
-    match = _NAME.match(name)
-    words = match.group("stem").split("_") if match else []
-    if len(words) < 2:
+    try:
+        parsed = cache.parse_cache_filename(path)
+    except cache.CacheError:
+        parsed = None
+    if parsed is None or parsed.suffix != SUFFIX or parsed.augment_copies:
         raise cache.CacheError(
             f"Expected a Udacity lab bottleneck pickle named {NAME_PATTERN} (e.g. "
             f"vgg_cifar10_100_bottleneck_features_train.p), the name saying what it holds. "
             f"Received: {path}. Rename the file to that pattern."
-        )
+        ) from None
+    words = parsed.stem.split("_")
     for cut in range(len(words) - 1, 0, -1):
         try:
             network = networks.get_network("_".join(words[:cut])).name
@@ -89,8 +88,7 @@ def parse_name(path):
         break
     else:
         cut, network = 1, words[0].lower()
-    per_class = int(match.group("per_class") or 0)
-    return network, "_".join(words[cut:]).lower(), per_class, match.group("split")
+    return network, "_".join(words[cut:]).lower(), parsed.per_class, parsed.split
 
 
 def _refuse(path, received, fix="Pass the lab's file as it was downloaded, or save your own "

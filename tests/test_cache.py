@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 
 import h5py
 import numpy as np
@@ -89,6 +90,53 @@ def test_cache_filename_follows_the_lab(split, per_class, expected):
 def test_cache_filename_rejects_unknown_split():
     with pytest.raises(ValueError, match="Expected split to be one of"):
         cache.cache_filename("vgg", "cifar10", "test")
+
+
+@pytest.mark.parametrize("network, dataset, split, per_class, augment_copies, expected", [
+    ("VGG", "cifar10", "train", 100, 0, cache.CacheName("vgg_cifar10", "train", 100, 0)),
+    ("vgg", "cifar10", "validation", 100, 4, cache.CacheName("vgg_cifar10", "validation")),
+    ("mobilenet_v2", "my_data", "train", 10, 4, cache.CacheName("mobilenet_v2_my_data", "train", 10, 4)),
+    ("resnet50", "cats_vs_dogs", "train", None, 2, cache.CacheName("resnet50_cats_vs_dogs", "train", 0, 2)),
+    ("inception_v3", "gtsrb", "train", None, 0, cache.CacheName("inception_v3_gtsrb", "train")),
+])
+def test_parse_cache_filename_inverts_cache_filename(network, dataset, split, per_class,
+                                                     augment_copies, expected):
+    name = cache.cache_filename(network, dataset, split, per_class, augment_copies)
+    parsed = cache.parse_cache_filename(os.path.join("some", "folder", name))
+    assert parsed == expected
+    assert parsed.filename == name
+    assert parsed.run_name == name[: -len(f"_bottleneck_features_{split}.h5")]
+
+
+def test_parse_cache_filename_reads_a_lab_pickle_name():
+    parsed = cache.parse_cache_filename("lab/vgg_traffic_100_bottleneck_features_train.p")
+    assert parsed == cache.CacheName("vgg_traffic", "train", 100, 0, ".p")
+    assert parsed.run_name == "vgg_traffic_100"
+
+
+@pytest.mark.parametrize("name", [
+    "train.h5", "vgg_bottleneck_features_train.h5", "vgg_cifar10_bottleneck_features_test.h5",
+    "vgg_cifar10_bottleneck_features_train.hdf5", "vgg_cifar10_100_bottleneck_features_train",
+])
+def test_parse_cache_filename_refuses_another_name(name):
+    with pytest.raises(cache.CacheError, match=(
+            r"Expected a cache file named <network>_<dataset>\[_<per_class>\]\[_aug<K>\]"
+            r"_bottleneck_features_<train\|validation>\.h5 \(or \.p for a lab pickle\), e\.g\. "
+            rf"vgg_cifar10_100_bottleneck_features_train\.h5\. Received: {re.escape(name)}\. Pass "
+            "the file extract_features wrote")):
+        cache.parse_cache_filename(os.path.join("folder", name))
+
+
+def test_working_file_names(tmp_path):
+    path = str(tmp_path / "vgg_cifar10_bottleneck_features_train.h5")
+    assert cache.shard_filename(path, 4, 1) == str(
+        tmp_path / "vgg_cifar10_bottleneck_features_train-00001-of-00004.h5")
+    folder = cache.parts_folder(path, "0123456789abcdef0123")
+    assert folder == str(tmp_path / ".vgg_cifar10_bottleneck_features_train.h5.0123456789abcdef.parts")
+    assert cache.is_parts_folder(os.path.basename(folder), path)
+    assert not cache.is_parts_folder(os.path.basename(folder), str(tmp_path / "other.h5"))
+    assert not cache.is_parts_folder(".vgg_cifar10_bottleneck_features_train.h5.x.tmp", path)
+    assert cache.part_filename(folder, 0, 256) == os.path.join(folder, "part-0000000000-0000000256.h5")
 
 
 def test_failed_write_leaves_target_and_no_temporary(tmp_path):
@@ -256,7 +304,7 @@ def test_writer_stops_before_the_disk_is_full(tmp_path, monkeypatch):
     class Full:
         f_bavail, f_frsize = 10, 4096
 
-    monkeypatch.setattr(cache.os, "statvfs", lambda folder: Full)
+    monkeypatch.setattr(os, "statvfs", lambda folder: Full)
     with pytest.raises(OSError, match=r"No space left to write .*a.h5: 40 KiB free, about \d+ KiB "
                        r"needed .* an older cache there is intact"):
         write_cache(path, metadata=make_metadata(seed=3))
