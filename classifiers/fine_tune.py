@@ -441,12 +441,9 @@ def _image_batches(split, input_size, batch_size, seed=None):
 
         def _load(self, indices):
             indices = np.asarray([i for i in indices if i not in self._bad], dtype=np.int64)
-            images, kept, skipped = extraction.load_batch(
-                split, indices, input_size, "skip")
-            for name, reason in skipped:
-                self._bad.add(split.ids.index(name))
-                logging.warning("Skipped %s: %s", name, reason)
-            return images, kept
+            decoded = datasets.decode_images(split.image, indices, split.ids, input_size)
+            self._bad.update(decoded.skipped_indices.tolist())
+            return decoded.images, decoded.kept
 
         def __getitem__(self, index):
             images, kept = self._load(self._order[index * batch_size:(index + 1) * batch_size])

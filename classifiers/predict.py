@@ -19,7 +19,6 @@ import json
 import os
 
 import numpy as np
-from absl import logging
 
 from bottleneck_cache.features import networks
 from bottleneck_cache.pipeline import checks
@@ -321,19 +320,19 @@ def predict(head_dir, inputs, weights=None, top_k=5, dump_dir=None, dump_count=2
     head = load_head(head_dir, config)
     spec, model = build_network(config, weights)
     probabilities, errors = {}, {}
+
+    def decode(index, size):
+        return datasets.load_image_file(paths[index], size)
+
     for start in range(0, len(paths), batch_size):
-        batch, rows = [], []
-        for index in range(start, min(start + batch_size, len(paths))):
-            try:
-                batch.append(datasets.load_image_file(paths[index], input_size))
-                rows.append(index)
-            except datasets.DatasetError as error:
-                errors[index] = str(error)
-                logging.warning("Skipped %s: %s", paths[index], error)
-        if rows:
-            images = spec.preprocess_input(np.stack(batch).astype(np.float32))
+        decoded = datasets.decode_images(
+            decode, range(start, min(start + batch_size, len(paths))), paths, input_size)
+        errors.update(zip(decoded.skipped_indices.tolist(), (reason for _, reason in decoded.skipped)))
+        if len(decoded.kept):
+            images = spec.preprocess_input(decoded.images.astype(np.float32))
             features = np.asarray(model.predict_on_batch(images))
-            for index, row in zip(rows, head_probabilities(head, features, len(class_names))):
+            for index, row in zip(decoded.kept.tolist(),
+                                  head_probabilities(head, features, len(class_names))):
                 probabilities[index] = row
     if not probabilities:
         first = next(iter(errors))

@@ -180,32 +180,6 @@ def _batches(start, stop, batch_size):
     return [(first, min(first + batch_size, stop)) for first in range(start, stop, batch_size)]
 
 
-def load_batch(split, indices, input_size, on_bad_image):
-    """Decodes a batch; with `on_bad_image="skip"`, leaves out images that fail.
-
-    Returns:
-        `(images, kept, skipped)`: `(k, height, width, 3)` uint8 images, the
-        `(k,)` indices they came from, and `(id, reason)` of each image left out.
-
-    Raises:
-        datasets.DatasetError: an image failed and `on_bad_image` is `"fail"`.
-    """
-    try:
-        return split.load(indices, input_size), indices, []
-    except datasets.DatasetError:
-        if on_bad_image == "fail":
-            raise
-    images, kept, skipped = [], [], []
-    for index in indices:
-        try:
-            images.append(split.load([index], input_size)[0])
-            kept.append(index)
-        except datasets.DatasetError as error:
-            skipped.append((split.ids[index], str(error)))
-    empty = np.empty((0, *input_size, 3), dtype=np.uint8)
-    return (np.stack(images) if images else empty), np.asarray(kept, dtype=np.int64), skipped
-
-
 def _prepared(split, spec, indices, input_size, on_bad_image, augment):
     """Decodes a batch and its augmented views, ready for the network.
 
@@ -215,7 +189,8 @@ def _prepared(split, spec, indices, input_size, on_bad_image, augment):
         `(k,)` split indices they come from, and `(id, reason)` of each image
         left out.
     """
-    images, kept, skipped = load_batch(split, indices, input_size, on_bad_image)
+    decoded = datasets.decode_images(split.image, indices, split.ids, input_size, on_bad_image)
+    images, kept, skipped = decoded.images, decoded.kept, decoded.skipped
     inputs = [(0, images)]
     if augment is not None and len(kept):
         transforms, copies, seed = augment
@@ -232,8 +207,6 @@ def _write_rows(writer, split, kept, outputs, skipped):
         writer.append(features, split.labels[kept], ids, np.full(len(kept), view, np.int16))
     if skipped:
         writer.skip(*zip(*skipped))
-        for name, reason in skipped:
-            logging.warning("Skipped %s: %s", name, reason)
 
 
 def _extract_samples(engine, spec, split, start, stop, input_size, batch_size, on_bad_image,
@@ -522,7 +495,7 @@ def _image_sample(split, spec, size, count, seed):
                                 spec.preprocessing, size)
 
     def load():
-        images, _, _ = load_batch(split, indices, size, "skip")
+        images = datasets.decode_images(split.image, indices, split.ids, size, log=False).images
         return spec.preprocess_input(images.astype(np.float32))
 
     return precisions.Calibration(key, load, len(indices))

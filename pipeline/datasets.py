@@ -38,6 +38,8 @@ import zipfile
 import numpy as np
 from PIL import Image
 
+from bottleneck_cache.pipeline import checks
+
 FORMATS = ("folder", "cifar10", "mnist", "gtsrb", "npz", "pickle", "digits")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -183,15 +185,26 @@ class Split:
         Raises:
             DatasetError: an image file cannot be decoded (the message names the file).
         """
-        height, width = _check_image_size(image_size)
+        size = _check_image_size(image_size)
         indices = self._indices(indices)
-        batch = np.empty((len(indices), height, width, 3), dtype=np.uint8)
+        batch = np.empty((len(indices), *size, 3), dtype=np.uint8)
         for row, index in enumerate(indices):
-            if self.paths is not None:
-                batch[row] = load_image_file(self.paths[index], (height, width))
-            else:
-                batch[row] = _resize_rgb(_array_to_rgb(self.images[index]), (height, width))
+            batch[row] = self.image(index, size)
         return batch
+
+    def image(self, index, image_size):
+        """Decodes the sample at position `index` to a `(height, width, 3)` uint8 RGB array.
+
+        Args:
+            index: a position into this split (not checked: `load` and `decode_images` check).
+            image_size: `(height, width)` of the returned image.
+
+        Raises:
+            DatasetError: the image file cannot be decoded (the message names the file).
+        """
+        if self.paths is not None:
+            return load_image_file(self.paths[index], image_size)
+        return _resize_rgb(_array_to_rgb(self.images[index]), image_size)
 
     def _indices(self, indices):
         """Checks `indices` and returns them as a `(k,)` int64 array."""
@@ -811,6 +824,70 @@ def _resize_rgb(image, size):
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DecodedImages:
+    """A batch of decoded images, and the images left out because they could not be decoded.
+
+    Attributes:
+        images: `(k, height, width, 3)` uint8 RGB, one per kept position.
+        kept: `(k,)` int64 positions the images came from, in the order asked for.
+        skipped: `(name, reason)` of each position left out, in the order asked for.
+        skipped_indices: `(len(skipped),)` int64 positions left out.
+    """
+
+    images: np.ndarray
+    kept: np.ndarray
+    skipped: tuple[tuple[str, str], ...]
+    skipped_indices: np.ndarray
+
+
+def decode_images(decode, indices, names, image_size, on_bad_image="skip", log=True):
+    """Decodes the images at `indices`, leaving out (or stopping at) those that cannot be decoded.
+
+    The one decode-and-skip loop of extraction, prediction and fine-tuning.
+
+    Args:
+        decode: `decode(index, (height, width)) -> (height, width, 3)` uint8, raising `DatasetError`
+            for an image that cannot be decoded (e.g. `Split.image`, or `load_image_file` of a path).
+        indices: `(n,)` integer positions to decode, in order.
+        names: what each position is called in `skipped` and in the log (ids or paths), indexable
+            by position.
+        image_size: `(height, width)` of the decoded images.
+        on_bad_image: "skip" leaves an image that cannot be decoded out (logged as `Skipped <name>:
+            <reason>` when `log`); "fail" raises its `DatasetError`.
+        log: whether to log each image left out.
+
+    Returns:
+        A `DecodedImages` of the `k <= n` images that could be decoded.
+
+    Raises:
+        DatasetError: an image cannot be decoded and `on_bad_image` is "fail", or a bad option.
+    """
+    checks.check_choice(on_bad_image, "on_bad_image", ("skip", "fail"), error=DatasetError)
+    size = _check_image_size(image_size)
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    batch = np.empty((len(indices), *size, 3), dtype=np.uint8)
+    kept, skipped, skipped_indices = [], [], []
+    for index in indices.tolist():
+        try:
+            batch[len(kept)] = decode(index, size)
+        except DatasetError as error:
+            if on_bad_image == "fail":
+                raise
+            skipped.append((names[index], str(error)))
+            skipped_indices.append(index)
+            if log:
+                _LOGGER.warning("Skipped %s: %s", names[index], error)
+            continue
+        kept.append(index)
+    return DecodedImages(
+        images=batch if not skipped else batch[:len(kept)],
+        kept=indices if not skipped else np.asarray(kept, dtype=np.int64),
+        skipped=tuple(skipped),
+        skipped_indices=np.asarray(skipped_indices, dtype=np.int64),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
