@@ -74,13 +74,16 @@ def start(argv):
                              "flags only (--name=value)")
 
 
-def call(command, function, **kwargs):
-    """Calls `function(**kwargs)`, turning a bad-input error into one message and exit 1.
+def call(command, function, *flag_holders, **kwargs):
+    """Calls `function` with flag values and `kwargs`; a bad-input error is one message and exit 1.
 
     Args:
         command: the command's name, for the message.
         function: the library function the command runs.
-        **kwargs: its arguments.
+        *flag_holders: `FlagHolder`s named as `function`'s arguments: each
+            flag's value is passed as the argument of its name.
+        **kwargs: its other arguments (and any that differ from a flag's value,
+            e.g. a default that depends on the command).
 
     Returns:
         What `function` returned.
@@ -89,6 +92,7 @@ def call(command, function, **kwargs):
         SystemExit: `function` raised `ValueError` (bad flags, dataset, network
             or cache) or `OSError` (e.g. a full disk); nothing was left half-written.
     """
+    kwargs = {**{holder.name: holder.value for holder in flag_holders}, **kwargs}
     try:
         return function(**kwargs)
     except (ValueError, OSError) as error:

@@ -50,15 +50,8 @@ def main(argv):
     cli.call("export_model", predict.read_head_config, head_dir=cli.HEAD_DIR.value)
     from bottleneck_cache.classifiers import export  # pylint: disable=g-import-not-at-top
 
-    result = cli.call(
-        "export_model",
-        export.export_model,
-        head_dir=cli.HEAD_DIR.value,
-        output=cli.OUTPUT.value,
-        saved_model_dir=_SAVED_MODEL_DIR.value,
-        weights=cli.WEIGHTS.value,
-        overwrite=cli.OVERWRITE.value,
-    )
+    result = cli.call("export_model", export.export_model, cli.HEAD_DIR, cli.OUTPUT, _SAVED_MODEL_DIR,
+                      cli.WEIGHTS, cli.OVERWRITE)
     print(export.format_summary(result))
 
 

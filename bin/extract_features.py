@@ -109,38 +109,15 @@ flags.declare_key_flag("validation_split")
 
 def main(argv):
     cli.start(argv)
+    # Every flag is named as the ExtractionSettings field it sets.
     results = cli.call(
-        "extract_features",
-        extraction.extract_features,
-        network=_NETWORK.value,
-        dataset_dir=cli.DATASET_DIR.value,
-        dataset=_DATASET.value,
-        output_dir=cli.OUTPUT_DIR.value or ".",
-        per_class=_PER_CLASS.value,
-        batch_size=cli.BATCH_SIZE.value,
-        weights=cli.WEIGHTS.value or "imagenet",
-        pooling=_POOLING.value,
-        layer=_LAYER.value,
-        input_size=_INPUT_SIZE.value,
-        overwrite=cli.OVERWRITE.value,
-        dataset_format=cli.DATASET_FORMAT.value,
-        validation_split=cli.VALIDATION_SPLIT.value,
-        seed=cli.SEED.value,
-        allow_pickle=cli.ALLOW_PICKLE.value,
-        on_bad_image=_ON_BAD_IMAGE.value,
-        num_shards=_NUM_SHARDS.value,
-        shard_index=_SHARD_INDEX.value,
-        merge=_MERGE.value,
-        checkpoint_every=_CHECKPOINT_EVERY.value,
-        executor=_EXECUTOR.value,
-        ray_address=_RAY_ADDRESS.value,
-        engine=_ENGINE.value,
-        precision=_PRECISION.value,
-        calibration_images=_CALIBRATION_IMAGES.value,
-        check_images=_CHECK_IMAGES.value,
-        augment_copies=_AUGMENT_COPIES.value,
-        augmentations=_AUGMENTATIONS.value,
-    )
+        "extract_features", extraction.extract_features,
+        _NETWORK, cli.DATASET_DIR, _DATASET, _PER_CLASS, cli.BATCH_SIZE, _POOLING, _LAYER,
+        _INPUT_SIZE, cli.OVERWRITE, cli.DATASET_FORMAT, cli.VALIDATION_SPLIT, cli.SEED,
+        cli.ALLOW_PICKLE, _ON_BAD_IMAGE, _NUM_SHARDS, _SHARD_INDEX, _MERGE, _CHECKPOINT_EVERY,
+        _EXECUTOR, _RAY_ADDRESS, _ENGINE, _PRECISION, _CALIBRATION_IMAGES, _CHECK_IMAGES,
+        _AUGMENT_COPIES, _AUGMENTATIONS,
+        output_dir=cli.OUTPUT_DIR.value or ".", weights=cli.WEIGHTS.value or "imagenet")
     for result in results:
         state = "reused" if result.reused else "written"
         skipped = f", {result.num_skipped} skipped" if result.num_skipped else ""

@@ -89,23 +89,15 @@ def _penalty(value):
 def main(argv):
     cli.start(argv)
     rows, summary = cli.call(
-        "feature_extraction",
-        batch.train_heads,
-        training_file=_TRAINING_FILE.value,
-        validation_file=_VALIDATION_FILE.value,
-        head=_HEAD.value,
+        "feature_extraction", batch.train_heads,
+        _TRAINING_FILE, _VALIDATION_FILE, _HEAD, _EARLY_STOPPING, cli.SEED, cli.OUTPUT_DIR, _PLOTS,
+        _WORKERS,
         learning_rate=_numbers(cli.LEARNING_RATE, float, ["0.001"]),
         hidden_units=_numbers(_HIDDEN_UNITS, int),
         dropout=_numbers(_DROPOUT, float),
         l2=_numbers(_L2, _penalty, what="float (or 'auto')"),
         epochs=cli.EPOCHS.value or 50,
-        batch_size=cli.BATCH_SIZE.value or 256,
-        early_stopping=_EARLY_STOPPING.value,
-        seed=cli.SEED.value,
-        output_dir=cli.OUTPUT_DIR.value,
-        plots=_PLOTS.value,
-        workers=_WORKERS.value,
-    )
+        batch_size=cli.BATCH_SIZE.value or 256)
     print(summary)
     if any(row.get("error") for row in rows):
         raise SystemExit(1)

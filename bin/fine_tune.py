@@ -87,23 +87,11 @@ def main(argv):
         print(fine_tune.format_layers(name, rows))
         return
     result = cli.call(
-        "fine_tune",
-        fine_tune.fine_tune,
-        head_dir=cli.HEAD_DIR.value,
-        dataset_dir=cli.DATASET_DIR.value,
-        output_dir=cli.OUTPUT_DIR.value,
-        unfreeze_from=_UNFREEZE_FROM.value,
-        unfreeze_blocks=_UNFREEZE_BLOCKS.value,
-        epochs=cli.EPOCHS.value or 5,
-        learning_rate=_learning_rate(),
-        batch_size=cli.BATCH_SIZE.value or 32,
-        weights=cli.WEIGHTS.value,
-        dataset_format=cli.DATASET_FORMAT.value,
-        allow_pickle=cli.ALLOW_PICKLE.value,
-        seed=cli.SEED.value if cli.SEED.present else None,
-        overwrite=cli.OVERWRITE.value,
-        validation_split=cli.VALIDATION_SPLIT.value,
-    )
+        "fine_tune", fine_tune.fine_tune,
+        cli.HEAD_DIR, cli.DATASET_DIR, cli.OUTPUT_DIR, _UNFREEZE_FROM, _UNFREEZE_BLOCKS, cli.WEIGHTS,
+        cli.DATASET_FORMAT, cli.ALLOW_PICKLE, cli.OVERWRITE, cli.VALIDATION_SPLIT,
+        epochs=cli.EPOCHS.value or 5, learning_rate=_learning_rate(),
+        batch_size=cli.BATCH_SIZE.value or 32, seed=cli.SEED.value if cli.SEED.present else None)
     print(fine_tune.format_summary(result))
 
 

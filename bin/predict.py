@@ -50,17 +50,8 @@ def main(argv):
                              "--inputs. Received: none")
     from bottleneck_cache.classifiers import predict  # pylint: disable=g-import-not-at-top
 
-    results = cli.call(
-        "predict",
-        predict.predict,
-        head_dir=cli.HEAD_DIR.value,
-        inputs=inputs,
-        weights=cli.WEIGHTS.value,
-        top_k=_TOP_K.value,
-        dump_dir=_DUMP_DIR.value,
-        dump_count=_DUMP_COUNT.value,
-        batch_size=cli.BATCH_SIZE.value or 32,
-    )
+    results = cli.call("predict", predict.predict, cli.HEAD_DIR, cli.WEIGHTS, _TOP_K, _DUMP_DIR,
+                       _DUMP_COUNT, inputs=inputs, batch_size=cli.BATCH_SIZE.value or 32)
     for result in results:
         print(predict.format_prediction(result))
     skipped = [result for result in results if result.skipped]

@@ -37,15 +37,9 @@ def main(argv):
     cli.start(argv)
     from bottleneck_cache.classifiers import transfer  # pylint: disable=g-import-not-at-top
 
-    report = cli.call(
-        "transfer_weights",
-        transfer.transfer_weights_file,
-        source_path=_SOURCE.value,
-        target_path=_TARGET.value,
-        output_path=cli.OUTPUT.value,
-        match=_MATCH.value,
-        overwrite=cli.OVERWRITE.value,
-    )
+    report = cli.call("transfer_weights", transfer.transfer_weights_file, _MATCH, cli.OVERWRITE,
+                      source_path=_SOURCE.value, target_path=_TARGET.value,
+                      output_path=cli.OUTPUT.value)
     print(transfer.format_report(report))
     print(f"Wrote {cli.OUTPUT.value}")
 
