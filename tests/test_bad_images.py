@@ -9,9 +9,11 @@ then runs extraction with `on_bad_image="skip"` (the default) and `"fail"`:
   decoded into RGB and kept;
 * dataset-level problems (an empty or unreadable class folder) are one `DatasetError` naming the
   folder under both policies, and nothing is written.
+
+The odd files and their expected outcomes are the catalogue `tests/bad_inputs.py` (`ODD_IMAGES`),
+which the fault suite (`benchmarks/faults/bad_images.py`) runs through the console script too.
 """
 
-import io
 import json
 import os
 import pathlib
@@ -24,15 +26,19 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from bottleneck_cache.features import extraction
 from bottleneck_cache.pipeline import cache
 from bottleneck_cache.pipeline import datasets
+from tests import bad_inputs
 from tests.conftest import write_folder_dataset
 
 CLASSES = ("cat", "dog")
-SIZE = (20, 24)  # (height, width) of every synthetic image
+SIZE = bad_inputs.ODD_IMAGE_SIZE  # (height, width) of every synthetic image
+# The odd files (tests/bad_inputs.py, shared with the fault suite), by kind.
+ODD = {odd.kind: odd for odd in bad_inputs.ODD_IMAGES}
+UNDECODABLE = {kind: odd for kind, odd in ODD.items() if odd.outcome == "skipped"}
+VALID = {kind: odd for kind, odd in ODD.items() if odd.outcome == "kept"}
 
 
 def extract(dataset_dir, output_dir, **kwargs):
@@ -40,66 +46,6 @@ def extract(dataset_dir, output_dir, **kwargs):
                    weights="none", input_size=32, batch_size=4)
     options.update(kwargs)
     return extraction.extract_features(**options)
-
-
-# --------------------------------------------------------------------------------------------------
-# The odd files. Each writer takes a path and writes one file there.
-
-
-def _solid(mode, value):
-    return Image.new(mode, (SIZE[1], SIZE[0]), value)
-
-
-def _write_truncated_jpeg(path):
-    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(noise).save(buffer, format="JPEG", quality=90)
-    data = buffer.getvalue()
-    with open(path, "wb") as f:
-        f.write(data[: len(data) // 2])  # a real JPEG cut in half
-
-
-def _write_empty(path):
-    open(path, "wb").close()
-
-
-def _write_text(path):
-    with open(path, "w") as f:
-        f.write("This is a README, not a picture.\n")
-
-
-def _write_palette(path, transparent=False):
-    image = Image.new("P", (SIZE[1], SIZE[0]), 0)
-    image.putpalette([200, 100, 50, 0, 0, 0] + [0] * 762)
-    if transparent:
-        image.save(path, transparency=1)  # index 1 (unused) is transparent
-    else:
-        image.save(path)
-
-
-# name: (extension, writer, regex the skip reason / fail message must match)
-UNDECODABLE = {
-    "truncated_jpeg": ("jpg", _write_truncated_jpeg, r"OSError: image file is truncated"),
-    "zero_byte_jpeg": ("jpg", _write_empty, r"UnidentifiedImageError: cannot identify image file"),
-    "text_named_png": ("png", _write_text, r"UnidentifiedImageError: cannot identify image file"),
-}
-
-# name: (extension, writer, (Pillow format, mode) the file really has, decoded RGB, tolerance)
-VALID = {
-    "png_named_jpg": ("jpg", lambda p: _solid("RGB", (10, 200, 30)).save(p, format="PNG"),
-                      ("PNG", "RGB"), (10, 200, 30), 0),
-    "grey16_png": ("png", lambda p: Image.fromarray(np.full(SIZE, 65535, np.uint16)).save(p),
-                   ("PNG", "I;16"), (255, 255, 255), 0),
-    "cmyk_jpeg": ("jpg", lambda p: _solid("CMYK", (0, 0, 0, 0)).save(p), ("JPEG", "CMYK"), (255, 255, 255), 3),
-    "rgba_png": ("png", lambda p: _solid("RGBA", (200, 100, 50, 128)).save(p), ("PNG", "RGBA"), (200, 100, 50), 0),
-    "palette_png": ("png", _write_palette, ("PNG", "P"), (200, 100, 50), 0),
-    "palette_png_transparent": ("png", lambda p: _write_palette(p, transparent=True), ("PNG", "P"),
-                                (200, 100, 50), 0),
-    "palette_gif": ("gif", _write_palette, ("GIF", "P"), (200, 100, 50), 0),
-    "grey_jpeg": ("jpg", lambda p: _solid("L", 77).save(p), ("JPEG", "L"), (77, 77, 77), 2),
-}
-
-WRITERS = {name: entry[:2] for name, entry in {**UNDECODABLE, **VALID}.items()}
 
 
 def _dataset(root, odd=(), class_names=CLASSES, train_per_class=3, val_per_class=2):
@@ -118,9 +64,8 @@ def _dataset(root, odd=(), class_names=CLASSES, train_per_class=3, val_per_class
     write_folder_dataset(root / "val", class_names, per_class=val_per_class, size=SIZE, seed=2)
     ids = []
     for split_folder, class_name, kind in odd:
-        extension, writer = WRITERS[kind]
-        ids.append(f"{split_folder}/{class_name}/{class_name}_1_{kind}.{extension}")
-        writer(str(root / ids[-1]))
+        ids.append(f"{split_folder}/{class_name}/{class_name}_1_{kind}.{ODD[kind].extension}")
+        ODD[kind].write(str(root / ids[-1]))
     return str(root), ids
 
 
@@ -163,7 +108,7 @@ def test_undecodable_file_is_skipped_and_listed(kind, tmp_path, caplog):
         ("train", 6, 1, False), ("validation", 4, 0, False)]
     train = _check_cache(results[0], list(labels["train"]), labels["train"], [bad],
                          {bad: rf"Expected '.*{re.escape(bad)}' to be a readable image\. Received: "
-                               rf"{UNDECODABLE[kind][2]}"})
+                               rf"{UNDECODABLE[kind].reason}"})
     assert bad not in train.filenames
     _check_cache(results[1], list(labels["validation"]), labels["validation"], [])
     assert f"Skipped {bad}: " in caplog.text
@@ -174,7 +119,7 @@ def test_undecodable_file_fails_on_request_and_writes_nothing(kind, tmp_path):
     root, (bad,) = _dataset(tmp_path / "pets", [("train", "dog", kind)])
     output = tmp_path / "out"
     with pytest.raises(datasets.DatasetError, match=rf"Expected '[^']*{re.escape(bad)}' to be a readable "
-                       rf"image\. Received: {UNDECODABLE[kind][2]}.*Remove or replace the file\."):
+                       rf"image\. Received: {UNDECODABLE[kind].reason}.*Remove or replace the file\."):
         extract(root, output, on_bad_image="fail")
     assert _written(output) == []
 
@@ -216,12 +161,23 @@ def test_dangling_link_or_link_loop_is_a_bad_image(target, received, policy, tmp
 # Unusual but valid files.
 
 
+@pytest.mark.parametrize("kind", sorted(ODD))
+def test_odd_file_is_of_its_kind(kind, tmp_path):
+    # The shared catalogue (also the fault suite's) writes what it says: undecodable or of its mode.
+    odd = ODD[kind]
+    path = str(tmp_path / f"odd.{odd.extension}")
+    odd.write(path)
+    assert odd.problem(path) is None
+    other = ODD["text_named_png" if odd.outcome == "kept" else "png_named_jpg"]
+    other.write(path)
+    assert odd.problem(path) is not None  # and the check can fail
+
+
 @pytest.mark.parametrize("kind", sorted(VALID))
 def test_unusual_valid_file_is_decoded_to_rgb(kind, tmp_path):
     root, (odd,) = _dataset(tmp_path / "pets", [("train", "cat", kind)])
-    _, _, (file_format, mode), expected, tolerance = VALID[kind]
-    with Image.open(os.path.join(root, odd)) as image:  # the file really is of that kind
-        assert (image.format, image.mode) == (file_format, mode)
+    expected, tolerance = VALID[kind].rgb, VALID[kind].tolerance
+    assert VALID[kind].problem(os.path.join(root, odd)) is None  # the file really is of that kind
     split = datasets.prepare_splits(root)["train"]
     pixels = split.load([split.ids.index(odd)], SIZE)
     assert pixels.shape == (1, *SIZE, 3) and pixels.dtype == np.uint8
@@ -256,12 +212,7 @@ def test_every_unusual_valid_file_is_kept(policy, tmp_path):
 ])
 def test_empty_class_folder_is_one_error_and_writes_nothing(split_folder, leftover, policy, tmp_path):
     root, _ = _dataset(tmp_path / "pets")
-    folder = os.path.join(root, split_folder, "dog")
-    shutil.rmtree(folder)
-    os.makedirs(folder)
-    if leftover:
-        with open(os.path.join(folder, leftover), "w") as f:
-            f.write("nothing to see")
+    bad_inputs.empty_class_folder(os.path.join(root, split_folder), "dog", leftover)
     output = tmp_path / "out"
     with pytest.raises(datasets.DatasetError, match=rf"Expected at least one image in every class folder of "
                        rf"'{re.escape(os.path.join(root, split_folder))}'\. Received: no images in 'dog'\. "
@@ -384,12 +335,21 @@ def locked_dataset(tmp_path, request):
             shutil.rmtree(base)
 
 
-@pytest.mark.parametrize("locked_dataset", ["train/dog", "val/dog"], indirect=True)
-def test_unreadable_class_folder_is_one_error_and_writes_nothing(locked_dataset):
-    root, output, locked = locked_dataset
-    outcome = _run_unprivileged(_extract_both_policies, root, output, locked)
+def _outcome_without_read_rights(locked_dataset):
+    """`_extract_both_policies` on a `locked_dataset`, run without root's right to read it.
+
+    Skips the test where chmod 000 does not stop this process from reading.
+    """
+    outcome = _run_unprivileged(_extract_both_policies, *locked_dataset)
     if not outcome["unprivileged"]:
         pytest.skip("chmod 000 does not stop this process from reading (capabilities or file system).")
+    return outcome
+
+
+@pytest.mark.parametrize("locked_dataset", ["train/dog", "val/dog"], indirect=True)
+def test_unreadable_class_folder_is_one_error_and_writes_nothing(locked_dataset):
+    locked = locked_dataset[2]
+    outcome = _outcome_without_read_rights(locked_dataset)
     for policy in ("skip", "fail"):
         assert outcome[policy] is not None, f"on_bad_image={policy} extracted a dataset with an unreadable folder"
         kind, message = outcome[policy]
@@ -401,21 +361,15 @@ def test_unreadable_class_folder_is_one_error_and_writes_nothing(locked_dataset)
 
 @pytest.mark.parametrize("locked_dataset", ["train/dog"], indirect=True)
 def test_unreadable_class_folder_message_says_it_cannot_be_read(locked_dataset):
-    root, output, locked = locked_dataset
-    outcome = _run_unprivileged(_extract_both_policies, root, output, locked)
-    if not outcome["unprivileged"]:
-        pytest.skip("chmod 000 does not stop this process from reading (capabilities or file system).")
-    _, message = outcome["fail"]
+    _, message = _outcome_without_read_rights(locked_dataset)["fail"]
     assert re.search(r"[Pp]ermission denied|cannot be read|not readable|unreadable", message), message
     assert "Add images or remove the empty folder" not in message, message
 
 
 @pytest.mark.parametrize("locked_dataset", ["train"], indirect=True)
 def test_unreadable_split_folder_is_one_error_and_writes_nothing(locked_dataset):
-    root, output, locked = locked_dataset
-    outcome = _run_unprivileged(_extract_both_policies, root, output, locked)
-    if not outcome["unprivileged"]:
-        pytest.skip("chmod 000 does not stop this process from reading (capabilities or file system).")
+    locked = locked_dataset[2]
+    outcome = _outcome_without_read_rights(locked_dataset)
     for policy in ("skip", "fail"):
         kind, message = outcome[policy]
         assert kind == "DatasetError" and f"'{locked}'" in message, f"on_bad_image={policy}: {kind}: {message}"
@@ -450,7 +404,7 @@ def test_all_kinds_at_once_counts_kept_and_skipped(tmp_path):
     ]
     for result, split in zip(results, ("train", "validation")):
         skipped = [name for name in bad if name in labels[split]]
-        reasons = {name: next(reason for kind, (_, _, reason) in UNDECODABLE.items() if f"_1_{kind}." in name)
+        reasons = {name: next(odd.reason for kind, odd in UNDECODABLE.items() if f"_1_{kind}." in name)
                    for name in skipped}
         _check_cache(result, list(labels[split]), labels[split], skipped, reasons)
     assert [r.reused for r in extract(root, tmp_path / "out")] == [True, True]

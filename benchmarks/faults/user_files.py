@@ -17,8 +17,8 @@ output location. A file changed or removed afterwards counts as destroyed. Two g
   --output_dir = a file, a read-only folder (as root: run as uid 65534 with setpriv). Each must
   exit 1 with one `<command>: error: ...` line naming the user's path, and touch nothing.
 
-`checks(setup, fi)` takes the `fault_injection` module as `fi` for its helpers (subprocesses,
-tables, `Check`), so that this module imports nothing of it.
+`checks(setup)` runs both groups; the helpers (subprocesses, tables, `Check`) come from
+`benchmarks/faults/common.py`.
 """
 
 import os
@@ -26,14 +26,11 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from tests import bad_inputs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks.faults import common
+from bottleneck_cache.pipeline import cache
+from tests import bad_inputs
 
 LARGE_CACHE_FLAGS = ("--network=vgg16", "--weights=none", "--input_size=900", "--batch_size=2",
                      "--layer=block1_conv1", "--pooling=none")
@@ -52,18 +49,18 @@ def entries(path):
     return "file" if os.path.exists(path) else "nothing"
 
 
-def guarded_run(fi, setup, command, protect, watch=(), cwd=None, env=None, prefix=()):
+def guarded_run(setup, command, protect, watch=(), cwd=None, env=None, prefix=()):
     """Runs `command`; returns (completed, destroyed user files, watched paths whose content changed)."""
     before = bad_inputs.snapshot(*protect)
     listed = {path: entries(path) for path in watch}
-    completed = fi.run_command(command, cwd or setup.workdir, setup.timeout, env=env, prefix=prefix)
+    completed = common.run_command(command, cwd or setup.workdir, setup.timeout, env=env, prefix=prefix)
     changed = [path for path in watch if entries(path) != listed[path]]
     return completed, bad_inputs.destroyed(before), changed
 
 
-def judge_refusal(fi, completed, command_name, destroyed, changed, match=None, names=()):
+def judge_refusal(completed, command_name, destroyed, changed, match=None, names=()):
     """(ok, message): exit 1, one error line (matching `match`, naming one of `names`), nothing touched."""
-    ok, message = fi.clean_error(completed, command_name)
+    ok, message = common.clean_error(completed, command_name)
     problems = []
     if match and not re.search(match, message):
         problems.append("unexpected message")
@@ -85,25 +82,24 @@ def judge_refusal(fi, completed, command_name, destroyed, changed, match=None, n
 # Bad inputs.
 
 
-def extract_command(fi, setup, dataset, output, flags=()):
-    """The suite's extraction (`fi.BASE_FLAGS`), with `flags` replacing those of the same name."""
+def extract_command(setup, dataset, output, flags=()):
+    """The suite's extraction (`common.BASE_FLAGS`), with `flags` replacing those of the same name."""
     names = {flag.split("=", 1)[0] for flag in flags}
-    base = [flag for flag in fi.BASE_FLAGS if flag.split("=", 1)[0] not in names]
+    base = [flag for flag in common.BASE_FLAGS if flag.split("=", 1)[0] not in names]
     return [setup.tool("extract_features"), *base, f"--dataset_dir={dataset}", f"--output_dir={output}",
             *flags]
 
 
-def judge_input(fi, case, completed, output, destroyed):
+def judge_input(case, completed, output, destroyed):
     """(outcome, ok, message) of one `tests.bad_inputs.Case` run through extract_features."""
     if case.outcome == "refused":
-        ok, message = judge_refusal(fi, completed, "extract_features", destroyed,
+        ok, message = judge_refusal(completed, "extract_features", destroyed,
                                     [output] if entries(output) not in ("nothing", []) else [], case.match)
         return "refused" if completed.returncode else "accepted", ok, message
     if completed.returncode != 0:
-        return "failed", False, (fi.visible_lines(completed.stderr) or ["<no stderr>"])[-1]
-    cache = fi.cache_module()
+        return "failed", False, (common.visible_lines(completed.stderr) or ["<no stderr>"])[-1]
     train = cache.read_cache(os.path.join(output, next(n for n in os.listdir(output) if n.endswith("_train.h5"))))
-    problems, stderr = [], "\n".join(fi.visible_lines(completed.stderr))
+    problems, stderr = [], "\n".join(common.visible_lines(completed.stderr))
     if case.class_names and tuple(train.class_names) != case.class_names:
         problems.append(f"classes {list(train.class_names)}")
     if case.outcome == "skipped":
@@ -126,27 +122,27 @@ def judge_input(fi, case, completed, output, destroyed):
     return outcome, not problems, "; ".join(problems + [message]) if problems else message
 
 
-def input_checks(setup, fi):
+def input_checks(setup):
     rows, checks = [], []
     for case in bad_inputs.CASES:
         folder = setup.path("issue10_inputs", slug(case.name))
         dataset = case.build(folder)
         output = os.path.join(folder, "out")
-        completed, destroyed, _ = guarded_run(fi, setup, extract_command(fi, setup, dataset, output, case.flags),
+        completed, destroyed, _ = guarded_run(setup, extract_command(setup, dataset, output, case.flags),
                                               [folder])
-        outcome, ok, message = judge_input(fi, case, completed, output, destroyed)
-        checks.append(fi.Check("bad input", case.name, ok, message, destroyed=len(destroyed)))
-        rows.append((case.name, case.outcome, outcome, fi.shorten(message, 100), fi.verdict(ok)))
-    checks.append(large_cache_check(setup, fi))
-    rows.append((checks[-1].name, "size printed first", "", fi.shorten(checks[-1].detail, 100),
-                 fi.verdict(checks[-1].ok)))
-    fi.print_table("7a. issue 10: bad inputs (extract_features)",
-                   ("input", "expected", "outcome", "message / reason / warning", "result"), rows,
-                   [f"{c.name}: {fi.shorten(c.detail, 400)}" for c in checks if not c.ok])
+        outcome, ok, message = judge_input(case, completed, output, destroyed)
+        checks.append(common.Check("bad input", case.name, ok, message, destroyed=len(destroyed)))
+        rows.append((case.name, case.outcome, outcome, common.shorten(message, 100), common.verdict(ok)))
+    checks.append(large_cache_check(setup))
+    rows.append((checks[-1].name, "size printed first", "", common.shorten(checks[-1].detail, 100),
+                 common.verdict(checks[-1].ok)))
+    common.print_table("7a. issue 10: bad inputs (extract_features)",
+                       ("input", "expected", "outcome", "message / reason / warning", "result"), rows,
+                       [f"{c.name}: {common.shorten(c.detail, 400)}" for c in checks if not c.ok])
     return checks
 
 
-def large_cache_check(setup, fi):
+def large_cache_check(setup):
     """A cache of ~1.2 GiB (VGG16 block1_conv1 at 900 px, no pooling): its size is printed first.
 
     The run is interrupted (SIGINT) as soon as the size is printed, so nothing that large is written.
@@ -185,7 +181,7 @@ def large_cache_check(setup, fi):
     detail = line or f"no size printed (exit {process.returncode})"
     if written_first:
         detail = f"the cache existed before its size was printed: {detail}"
-    return fi.Check("bad input", "cache estimated above 1 GiB", ok, detail, destroyed=len(destroyed))
+    return common.Check("bad input", "cache estimated above 1 GiB", ok, detail, destroyed=len(destroyed))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -209,16 +205,16 @@ def user_file(path, text="the user's notes\n"):
     return path
 
 
-def prepare_head(setup, fi, root):
+def prepare_head(setup, root):
     """Caches of a tiny dataset in `root/caches` and a head trained on them in `root/head`."""
     dataset = bad_inputs.ordinary(os.path.join(root, "data"))
     caches = os.path.join(root, "caches")
-    completed = fi.run_command(extract_command(fi, setup, dataset, caches), setup.workdir, setup.timeout)
+    completed = common.run_command(extract_command(setup, dataset, caches), setup.workdir, setup.timeout)
     if completed.returncode:
         raise RuntimeError(f"extract_features for the output-folder cases failed:\n{completed.stderr}")
-    paths = fi.target_paths(caches, "ordinary")
+    paths = common.target_paths(caches, "ordinary")
     head = os.path.join(root, "head")
-    completed = fi.run_command([setup.tool("feature_extraction"), f"--training_file={paths['train']}",
+    completed = common.run_command([setup.tool("feature_extraction"), f"--training_file={paths['train']}",
                                 f"--validation_file={paths['validation']}", f"--output_dir={head}",
                                 "--epochs=1"], setup.workdir, setup.timeout)
     if completed.returncode:
@@ -226,9 +222,9 @@ def prepare_head(setup, fi, root):
     return dataset, caches, paths, head
 
 
-def output_cases(setup, fi, root):
+def output_cases(setup, root):
     """(name, command, cwd, protect, watch, path the message must name, env, prefix) of each case."""
-    dataset, caches, paths, head = prepare_head(setup, fi, root)
+    dataset, caches, paths, head = prepare_head(setup, root)
     image = os.path.join(dataset, "val", "cat", "cat_0.jpg")
     train_cmd = [setup.tool("feature_extraction"), f"--training_file={paths['train']}",
                  f"--validation_file={paths['validation']}", "--epochs=1"]
@@ -259,61 +255,61 @@ def output_cases(setup, fi, root):
         ("predict --dump_dir=<a file>",
          [setup.tool("predict"), f"--head_dir={head}", f"--inputs={image}", f"--dump_dir={dump_file}"],
          None, here + [dump_file], [dump_file], dump_file),
-        ("extract_features --output_dir=<a file>", extract_command(fi, setup, dataset, notes), None,
+        ("extract_features --output_dir=<a file>", extract_command(setup, dataset, notes), None,
          here + [notes], [notes], notes),
     ]
 
 
-def read_only_case(setup, fi, root):
+def read_only_case(setup, root):
     """extract_features --output_dir=<a read-only folder holding a user file>, as uid 65534 when root."""
     dataset = bad_inputs.ordinary(os.path.join(root, "ro_data"))
     folder = user_folder(os.path.join(root, "user", "read_only"), ("keep.txt",))
     os.chmod(folder, 0o555)
     try:
-        prefix, why = fi.unprivileged_prefix(root, dataset, os.path.join(root, "user", "locked_probe"))
+        prefix, why = common.unprivileged_prefix(root, dataset, os.path.join(root, "user", "locked_probe"))
         if prefix is None and os.geteuid() == 0:
-            return fi.Check("output folder", "extract_features --output_dir=<a read-only folder>", None, why)
+            return common.Check("output folder", "extract_features --output_dir=<a read-only folder>", None, why)
         env = dict(os.environ)
         if prefix:
             home = os.path.join(root, "nobody_home")
             os.makedirs(home, exist_ok=True)
-            os.chown(home, fi.NOBODY, fi.NOBODY)
+            os.chown(home, common.NOBODY, common.NOBODY)
             env.update(HOME=home, BOTTLENECK_CACHE_HOME=os.path.join(home, "cache"))
-        command = extract_command(fi, setup, dataset, folder)
-        completed, destroyed, changed = guarded_run(fi, setup, command, [dataset, folder], [folder], env=env,
+        command = extract_command(setup, dataset, folder)
+        completed, destroyed, changed = guarded_run(setup, command, [dataset, folder], [folder], env=env,
                                                     prefix=prefix)
-        ok, message = judge_refusal(fi, completed, "extract_features", destroyed, changed,
+        ok, message = judge_refusal(completed, "extract_features", destroyed, changed,
                                     names=(os.path.basename(folder),))
-        user = f"uid {fi.NOBODY} via setpriv" if prefix else f"uid {os.geteuid()}"
-        return fi.Check("output folder", "extract_features --output_dir=<a read-only folder>", ok,
-                        f"[{user}] {message}", destroyed=len(destroyed))
+        user = f"uid {common.NOBODY} via setpriv" if prefix else f"uid {os.geteuid()}"
+        return common.Check("output folder", "extract_features --output_dir=<a read-only folder>", ok,
+                            f"[{user}] {message}", destroyed=len(destroyed))
     finally:
         os.chmod(folder, 0o755)
 
 
-def output_checks(setup, fi):
+def output_checks(setup):
     root = setup.path("issue10_outputs")
     os.makedirs(root, exist_ok=True)
     # A probe folder uid 65534 cannot read: unprivileged_prefix checks that setpriv really drops rights.
     os.makedirs(os.path.join(root, "user", "locked_probe"), exist_ok=True)
     os.chmod(os.path.join(root, "user", "locked_probe"), 0)
     checks, rows = [], []
-    for name, command, cwd, protect, watch, named in output_cases(setup, fi, root):
-        completed, destroyed, changed = guarded_run(fi, setup, command, protect, watch, cwd=cwd)
+    for name, command, cwd, protect, watch, named in output_cases(setup, root):
+        completed, destroyed, changed = guarded_run(setup, command, protect, watch, cwd=cwd)
         command_name = os.path.basename(command[0])
         names = named if isinstance(named, tuple) else (os.path.basename(named),)
-        ok, message = judge_refusal(fi, completed, command_name, destroyed, changed, names=names)
-        checks.append(fi.Check("output folder", name, ok, message, destroyed=len(destroyed)))
-    checks.append(read_only_case(setup, fi, root))
+        ok, message = judge_refusal(completed, command_name, destroyed, changed, names=names)
+        checks.append(common.Check("output folder", name, ok, message, destroyed=len(destroyed)))
+    checks.append(read_only_case(setup, root))
     os.chmod(os.path.join(root, "user", "locked_probe"), 0o755)
     for check in checks:
-        rows.append((check.name, check.destroyed, fi.shorten(check.detail, 110), fi.verdict(check.ok)))
-    fi.print_table("7b. issue 10: output folders (exit 1, one message naming the path, nothing touched)",
-                   ("case", "user files destroyed", "message", "result"), rows,
-                   [f"{c.name}: {fi.shorten(c.detail, 400)}" for c in checks if c.ok is not True])
+        rows.append((check.name, check.destroyed, common.shorten(check.detail, 110), common.verdict(check.ok)))
+    common.print_table("7b. issue 10: output folders (exit 1, one message naming the path, nothing touched)",
+                       ("case", "user files destroyed", "message", "result"), rows,
+                       [f"{c.name}: {common.shorten(c.detail, 400)}" for c in checks if c.ok is not True])
     return checks
 
 
-def checks(setup, fi):
+def checks(setup):
     """Every part-7 check: bad inputs, then output folders."""
-    return input_checks(setup, fi) + output_checks(setup, fi)
+    return input_checks(setup) + output_checks(setup)
