@@ -135,10 +135,6 @@ def sweep(base, **values):
     return [dataclasses.replace(base, **combo).check() for combo in combos]
 
 
-def _stem(training_file):
-    return os.path.basename(training.default_output_dir(training_file, "x"))[:-2]
-
-
 def _value_text(value):
     return value if isinstance(value, str) else f"{value:g}"
 
@@ -151,7 +147,7 @@ def make_jobs(pairs, settings_list):
     jobs = []
     for (train, validation), settings in itertools.product(pairs, settings_list):
         suffix = "".join(f"_{short[name]}{_value_text(getattr(settings, name))}" for name in varying)
-        jobs.append(Job(f"{_stem(train)}_{settings.head}{suffix}", train, validation, settings))
+        jobs.append(Job(f"{cache.run_name(train)}_{settings.head}{suffix}", train, validation, settings))
     return jobs
 
 

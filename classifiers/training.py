@@ -68,12 +68,7 @@ def check_pair(train, validation):
 
 def default_output_dir(training_file, head):
     """Returns `runs/<network>_<dataset>[_<N>]_<head>` for a training cache path."""
-    try:
-        stem = cache.parse_cache_filename(training_file).run_name
-    except cache.CacheError:  # Another name: the file's, less a cache's suffix.
-        stem, suffix = os.path.splitext(os.path.basename(training_file))
-        stem = stem if suffix in cache.SUFFIXES else stem + suffix
-    return os.path.join("runs", f"{stem}_{head}")
+    return os.path.join("runs", f"{cache.run_name(training_file)}_{head}")
 
 
 def _write_history(path, rows):

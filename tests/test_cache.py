@@ -127,6 +127,17 @@ def test_parse_cache_filename_refuses_another_name(name):
         cache.parse_cache_filename(os.path.join("folder", name))
 
 
+@pytest.mark.parametrize("path, expected", [
+    ("c/vgg_cifar10_100_aug4_bottleneck_features_train.h5", "vgg_cifar10_100_aug4"),
+    ("lab/vgg_cifar10_bottleneck_features_validation.p", "vgg_cifar10"),
+    ("c/my_features.h5", "my_features"),
+    ("c/my_features.p", "my_features"),
+    ("c/my_features.hdf5", "my_features.hdf5"),
+])
+def test_run_name(path, expected):
+    assert cache.run_name(path) == expected
+
+
 def test_working_file_names(tmp_path):
     path = str(tmp_path / "vgg_cifar10_bottleneck_features_train.h5")
     assert cache.shard_filename(path, 4, 1) == str(

@@ -19,7 +19,7 @@ Modules (callers use the names below, `from bottleneck_cache.pipeline import cac
 
 * `schema`: `CacheMetadata`, the fingerprint, `PAIRED_ATTRIBUTES`/`pair_key`,
   `Cache`, `CacheInfo`, and every file name (`cache_filename` and its inverse
-  `parse_cache_filename`, shards, parts, temporaries); no h5py.
+  `parse_cache_filename`, `run_name`, shards, parts, temporaries); no h5py.
 * `writer`: `CacheWriter`.
 * `reader`: `read_cache`, `read_metadata`, `verify_cache`, `read_fidelity`,
   `is_hdf5_file`, and the checks they run.
@@ -49,6 +49,7 @@ from bottleneck_cache.pipeline.cache.schema import PAIRED_ATTRIBUTES
 from bottleneck_cache.pipeline.cache.schema import parse_cache_filename
 from bottleneck_cache.pipeline.cache.schema import part_filename
 from bottleneck_cache.pipeline.cache.schema import parts_folder
+from bottleneck_cache.pipeline.cache.schema import run_name
 from bottleneck_cache.pipeline.cache.schema import shard_filename
 from bottleneck_cache.pipeline.cache.schema import SPLITS
 from bottleneck_cache.pipeline.cache.schema import SUFFIXES
@@ -60,6 +61,6 @@ __all__ = [
     "FIDELITY_ATTRS", "FORMAT_NAME", "FORMAT_VERSION", "NAME_PATTERN", "PAIRED_ATTRIBUTES",
     "SPLITS", "SUFFIXES", "cache_filename", "is_hdf5_file", "is_parts_folder", "merge_parts",
     "pair_key", "parse_cache_filename", "part_filename", "parts_folder", "read_cache",
-    "read_fidelity", "read_metadata", "read_part_header", "shard_filename", "verify_cache",
+    "read_fidelity", "read_metadata", "read_part_header", "run_name", "shard_filename", "verify_cache",
     "working_prefix",
 ]

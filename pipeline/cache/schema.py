@@ -341,6 +341,23 @@ def parse_cache_filename(path):
                      match.group("suffix"))
 
 
+def run_name(path):
+    """The name of a run on cache `path`: its file name less the split and suffix.
+
+    Args:
+        path: e.g. `"caches/vgg_cifar10_100_bottleneck_features_train.h5"`.
+
+    Returns:
+        e.g. `"vgg_cifar10_100"` (`CacheName.run_name`); for a name off
+        `NAME_PATTERN`, the file name less a `.h5` or `.p` suffix.
+    """
+    try:
+        return parse_cache_filename(path).run_name
+    except CacheError:
+        stem, suffix = os.path.splitext(os.path.basename(os.fspath(path)))
+        return stem if suffix in SUFFIXES else stem + suffix
+
+
 def shard_filename(path, num_shards, shard_index):
     """`x_train.h5` -> `x_train-00001-of-00004.h5` for shard 1 of 4."""
     stem, ext = os.path.splitext(path)
