@@ -277,30 +277,76 @@ def test_a_stack_of_heads_trains_each_as_it_would_alone(head):
     assert not np.allclose(stacked[0].kernels[0], stacked[1].kernels[0])
 
 
-def test_stack_gradients_are_those_of_the_loss():
+@pytest.mark.parametrize("head, stack_type", [("softmax", trainer.DenseStack), ("mlp", trainer.DenseStack),
+                                              ("softmax", trainer.SoftmaxStack)])
+def test_stack_gradients_are_those_of_the_loss(head, stack_type):
     """Finite differences of sparse cross-entropy + l2 * sum(kernel ** 2), per parameter."""
     rng = np.random.default_rng(1)
     x, labels = rng.normal(size=(8, 6)), rng.integers(0, 4, 8)
-    for head in ("softmax", "mlp"):
-        spec = trainer.StackSpec(head, 4, 5, (0.1, 0.2), (0.01, 0.0), (0.0, 0.0), 1, 8, 0, 0)
-        stack = trainer._Stack(spec, 6, np.random.default_rng(0))  # pylint: disable=protected-access
-        stack.params = [p.astype(np.float64) for p in stack.params]
-        stack.l2 = stack.l2.astype(np.float64)
-        grads = []
-        stack._adam = grads.append  # pylint: disable=protected-access
-        uniform = np.zeros((8, 5)) if head == "mlp" else None  # Keep every unit.
-        stack.step(x, labels, uniform)
-        for param, grad in zip(stack.params, grads[0]):
-            numeric = np.zeros_like(param)
-            for index in np.ndindex(param.shape):
-                old = param[index]
-                param[index] = old + 1e-6
-                plus = stack.step(x, labels, uniform)[1].sum()
-                param[index] = old - 1e-6
-                minus = stack.step(x, labels, uniform)[1].sum()
-                param[index] = old
-                numeric[index] = (plus - minus) / 2e-6
-            np.testing.assert_allclose(grad, numeric, atol=1e-7)
+    spec = trainer.StackSpec(head, 4, 5, (0.1, 0.2), (0.01, 0.0), (0.0, 0.0), 1, 8, 0, 0)
+    stack = stack_type(spec, 6, np.random.default_rng(0), dtype=np.float64)
+    uniform = np.zeros((8, 5)) if head == "mlp" else None  # Keep every unit.
+    stack.step(x, labels, uniform, update=False)
+    assert [p.dtype for p in stack.parameters + stack.gradients] == [np.float64] * 2 * len(stack.parameters)
+    for param, grad in zip(stack.parameters, [g.copy() for g in stack.gradients]):
+        numeric = np.zeros_like(param)
+        for index in np.ndindex(param.shape):
+            old = param[index]
+            param[index] = old + 1e-6
+            plus = stack.step(x, labels, uniform, update=False)[0].sum() / len(x)
+            param[index] = old - 1e-6
+            minus = stack.step(x, labels, uniform, update=False)[0].sum() / len(x)
+            param[index] = old
+            numeric[index] = (plus - minus) / 2e-6
+        np.testing.assert_allclose(grad, numeric, atol=1e-7)
+
+
+class _EveryEpoch(trainer.SoftmaxStack):
+    """Validates after every epoch, as Keras does (the reference for validation blocks)."""
+
+    def validation_block(self, epochs, validation_rows):
+        return 1
+
+
+@pytest.mark.parametrize("early_stopping", [0, 3])
+def test_softmax_stack_trains_as_the_plain_layout_and_validates_in_blocks(early_stopping):
+    """SoftmaxStack (class-major, chunked products, validation of a block of epochs from snapshots)
+    gives the heads, histories and early stops of DenseStack validated after every epoch."""
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(6, 600))
+    y_train, y_val = rng.integers(0, 6, 700), rng.integers(0, 6, 200)
+    x_train = (centres[y_train] + rng.normal(scale=6.0, size=(700, 600))).astype(np.float32)
+    x_val = (centres[y_val] + rng.normal(scale=6.0, size=(200, 600))).astype(np.float32)
+    spec = trainer.StackSpec("softmax", 6, 16, (0.001, 0.03, 0.1), (0.0, 0.01, 0.0), (0.5,) * 3,
+                             epochs=20, batch_size=200, early_stopping=early_stopping, seed=3)
+    assert 2 * trainer.chunk_rows(600, 18) <= 200  # A batch's products are chunked.
+    reference = trainer.train_stack(x_train, y_train, x_val, y_val, spec, stack_type=trainer.DenseStack)
+    for stack_type in (trainer.SoftmaxStack, _EveryEpoch):
+        for fast, plain in zip(trainer.train_stack(x_train, y_train, x_val, y_val, spec, stack_type=stack_type),
+                               reference):
+            assert (fast.epochs_run, fast.best_epoch) == (plain.epochs_run, plain.best_epoch)
+            for mine, theirs in zip(fast.kernels + fast.biases, plain.kernels + plain.biases):
+                assert mine.shape == theirs.shape and mine.dtype == np.float32
+                np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-4)  # float32 rounding, 20 epochs
+            assert len(fast.history) == len(plain.history) == fast.epochs_run
+            for mine, theirs in zip(fast.history, plain.history):
+                assert mine.keys() == theirs.keys() and mine == pytest.approx(theirs, rel=1e-4, abs=1e-5)
+    epochs_run = [head.epochs_run for head in reference]
+    if early_stopping:  # Heads stop at different epochs, inside validation blocks.
+        assert min(epochs_run) < 20 and len(set(epochs_run)) > 1
+    else:
+        assert epochs_run == [20] * 3
+
+
+@pytest.mark.parametrize("rows", [7, 64, 250, 1001])
+def test_chunked_products_are_the_products(rows):
+    rng = np.random.default_rng(rows)
+    a, b = rng.normal(size=(rows, 1280)).astype(np.float32), rng.normal(size=(1280, 10)).astype(np.float32)
+    g = rng.normal(size=(10, rows)).astype(np.float32)
+    np.testing.assert_allclose(trainer.chunked_matmul(a, b), a @ b, rtol=1e-4, atol=1e-3)
+    out = np.full((10, 1280), np.nan, np.float32)
+    assert trainer.chunked_gradient(g, a, out) is out
+    np.testing.assert_allclose(out, g @ a, rtol=1e-4, atol=1e-3)
 
 
 def test_auto_l2_is_chosen_on_the_training_split_only(tmp_path):
