@@ -168,13 +168,9 @@ def build_network(config, weights=None):
             "the head again with this version."
         )
     weights = resolve_weights(config, weights)
-    if weights == "none":
-        import keras  # pylint: disable=g-import-not-at-top
-
-        # The same seeded random weights as features.extraction._build_model.
-        keras.utils.set_random_seed(int(config.get("seed", 0)))
+    # Random weights: the extraction's, from its seed.
     model = networks.build_feature_model(spec, weights, config["pooling"], config["layer"] or None,
-                                         tuple(config["input_size"]))
+                                         tuple(config["input_size"]), seed=config.get("seed", 0))
     return spec, model
 
 
@@ -315,10 +311,26 @@ def predict(head_dir, inputs, weights=None, top_k=5, dump_dir=None, dump_count=2
     config = read_head_config(head_dir)
     resolve_weights(config, weights)  # Fails before any slow work.
     paths = find_images(inputs)
-    class_names = list(config["class_names"])
-    input_size = tuple(config["input_size"])
     head = load_head(head_dir, config)
     spec, model = build_network(config, weights)
+    probabilities, errors = _classify(paths, config, head, spec, model, batch_size)
+    if dump_dir:
+        os.makedirs(dump_dir, exist_ok=True)
+    return _results(paths, probabilities, errors, list(config["class_names"]), top_k, dump_dir,
+                    dump_count)
+
+
+def _classify(paths, config, head, spec, model, batch_size):
+    """Decodes the images batch by batch and runs the network and the head on those that decode.
+
+    Returns:
+        `(probabilities, errors)`: `{path index: (num_classes,) float32}` and
+        `{path index: why it was skipped}`.
+
+    Raises:
+        ValueError: no image could be decoded.
+    """
+    input_size, num_classes = tuple(config["input_size"]), len(config["class_names"])
     probabilities, errors = {}, {}
 
     def decode(index, size):
@@ -331,17 +343,19 @@ def predict(head_dir, inputs, weights=None, top_k=5, dump_dir=None, dump_count=2
         if len(decoded.kept):
             images = spec.preprocess_input(decoded.images.astype(np.float32))
             features = np.asarray(model.predict_on_batch(images))
-            for index, row in zip(decoded.kept.tolist(),
-                                  head_probabilities(head, features, len(class_names))):
-                probabilities[index] = row
+            probabilities.update(zip(decoded.kept.tolist(),
+                                     head_probabilities(head, features, num_classes)))
     if not probabilities:
         first = next(iter(errors))
         raise ValueError(
             f"Expected at least one readable image among {len(paths)} input files. Received: none "
             f"could be decoded (e.g. {errors[first]}). Check --inputs."
         )
-    if dump_dir:
-        os.makedirs(dump_dir, exist_ok=True)
+    return probabilities, errors
+
+
+def _results(paths, probabilities, errors, class_names, top_k, dump_dir, dump_count):
+    """One `ImagePrediction` per path, in order; the first `dump_count` classified ones dumped."""
     results = []
     dumped = 0
     for index, path in enumerate(paths):

@@ -445,15 +445,6 @@ def _run_shards_on_ray(arguments):
     return num_shards
 
 
-def _build_model(spec, weights, pooling, layer, size, seed):
-    if weights == "none":
-        import keras  # pylint: disable=g-import-not-at-top
-
-        # Seeded, so that random weights are the same in a resumed run and in every shard.
-        keras.utils.set_random_seed(seed)
-    return networks.build_feature_model(spec, weights, pooling, layer, size)
-
-
 def _model_key(metadata):
     """A JSON-able description of everything that determines the network's outputs."""
     model_key = {field: getattr(metadata, field) for field in (
@@ -466,8 +457,9 @@ def _model_builder(metadata, weights):
     spec = networks.get_network(metadata.network)
 
     def build_model():
-        return _build_model(spec, weights, metadata.pooling, metadata.layer or None,
-                            metadata.input_size, metadata.seed)
+        # Random weights are seeded: the same in a resumed run and in every shard.
+        return networks.build_feature_model(spec, weights, metadata.pooling, metadata.layer or None,
+                                            metadata.input_size, seed=metadata.seed)
 
     return build_model
 

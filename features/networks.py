@@ -389,7 +389,8 @@ def _layer_needs_top(spec, layer, input_size):
     return True
 
 
-def build_feature_model(spec, weights="imagenet", pooling="avg", layer=None, input_size=None):
+def build_feature_model(spec, weights="imagenet", pooling="avg", layer=None, input_size=None,
+                        seed=None):
     """Builds the frozen network that maps preprocessed images to features.
 
     Args:
@@ -401,6 +402,10 @@ def build_feature_model(spec, weights="imagenet", pooling="avg", layer=None, inp
             `"fc1"`, which needs the classifier top and the 224 input size).
             A spatial `(batch, h, w, c)` output is pooled by `pooling` too.
         input_size: `(height, width)`, or None for the network's default.
+        seed: with `weights="none"`, Keras' global seed is set to it first, so
+            that the same seed builds the same random weights (a resumed run,
+            every shard, and `predict` for a head on those features); None
+            leaves the global random state as it is.
 
     Returns:
         A non-trainable `keras.Model` from `(batch, height, width, 3)`
@@ -413,6 +418,8 @@ def build_feature_model(spec, weights="imagenet", pooling="avg", layer=None, inp
     import keras  # pylint: disable=g-import-not-at-top
 
     check_pooling(pooling)
+    if weights == "none" and seed is not None:
+        keras.utils.set_random_seed(int(seed))
     input_size = input_size or (spec.input_size, spec.input_size)
     include_top = bool(layer) and _layer_needs_top(spec, layer, input_size)
     base = _construct(spec, weights, include_top, pooling, input_size)

@@ -143,6 +143,19 @@ def test_weights_file_round_trip(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_random_weights_are_seeded():
+    spec = networks.get_network("mobilenet")
+
+    def weights(seed):
+        return networks.build_feature_model(spec, "none", "avg", input_size=(32, 32),
+                                            seed=seed).get_weights()
+
+    first, again, other = weights(3), weights(3), weights(4)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other))
+
+
 def test_weights_file_of_another_network(tmp_path):
     path = str(tmp_path / "vgg.weights.h5")
     networks.build_feature_model(networks.get_network("vgg16"), "none", input_size=(32, 32)).save_weights(path)

@@ -246,7 +246,7 @@ def _head_with_weights_file(heads, tmp_path, weights_file):
 
 def test_a_weights_file_head_needs_that_very_file(heads, tmp_path):
     spec = networks.get_network("vgg16")
-    model = extraction._build_model(spec, "none", "avg", None, (32, 32), 0)  # The caches' weights.
+    model = networks.build_feature_model(spec, "none", "avg", None, (32, 32), seed=0)  # The caches'.
     weights = str(tmp_path / "vgg16_random.weights.h5")
     model.save_weights(weights)
     head_dir = _head_with_weights_file(heads, tmp_path, weights)
