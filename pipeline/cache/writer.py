@@ -109,6 +109,7 @@ class CacheWriter:
         )
 
     def _extend(self, name, values):
+        """Appends `(n, ...)` `values` to the resizable dataset `name`."""
         dataset = self._file[name]
         start = dataset.shape[0]
         dataset.resize(start + len(values), axis=0)
@@ -194,6 +195,7 @@ class CacheWriter:
         _fsync_folder(os.path.dirname(os.path.abspath(self.path)))
 
     def _discard(self):
+        """Closes and removes the temporary file (the target is left as it was)."""
         file = getattr(self, "_file", None)
         if file is not None and file.id.valid:
             file.close()
