@@ -46,6 +46,7 @@ import math
 import os
 import re
 import time
+from typing import Optional
 
 import numpy as np
 from absl import logging
@@ -484,16 +485,11 @@ def _check_options(epochs, batch_size, learning_rate):
     checks.check_scalar(learning_rate, "learning_rate", 0, include_min=False)
 
 
-def fine_tune(head_dir, dataset_dir=None, output_dir=None, unfreeze_from=None, unfreeze_blocks=None,
-              epochs=5, learning_rate=1e-5, batch_size=32, weights=None, dataset_format=None,
-              allow_pickle=False, seed=None, overwrite=False, verbose=2, validation_split=0.2):
-    """Fine-tunes a trained head and the top of its network end to end on the images.
+@dataclasses.dataclass(frozen=True)
+class FineTuneSettings:
+    """Everything `fine_tune` is asked to do; `check` validates it once.
 
-    See the module docstring. Options, head folder, weights, output folder and
-    dataset digests are checked before the network is built; layer names and
-    block counts once it is.
-
-    Args:
+    Attributes:
         head_dir: a folder written by `classifiers.training.train_head`.
         dataset_dir: the dataset the caches were extracted from (its
             `--dataset_dir`); None for scikit-learn's digits.
@@ -514,34 +510,75 @@ def fine_tune(head_dir, dataset_dir=None, output_dir=None, unfreeze_from=None, u
         validation_split: the extraction's `--validation_split`, for a dataset
             without its own validation split (the caches do not record it; the
             digest check catches a wrong one).
+    """
 
-    Returns:
-        A `FineTuneResult`.
+    head_dir: str
+    dataset_dir: Optional[str] = None
+    output_dir: Optional[str] = None
+    unfreeze_from: Optional[str] = None
+    unfreeze_blocks: Optional[int] = None
+    epochs: int = 5
+    learning_rate: float = 1e-5
+    batch_size: int = 32
+    weights: Optional[str] = None
+    dataset_format: Optional[str] = None
+    allow_pickle: bool = False
+    seed: Optional[int] = None
+    overwrite: bool = False
+    verbose: int = 2
+    validation_split: float = 0.2
+
+    def check(self):
+        """Validates the options; returns the settings with `output_dir` filled in.
+
+        Raises:
+            ValueError: not exactly one of `unfreeze_from` and
+                `unfreeze_blocks`, or a number out of range.
+        """
+        _check_unfreeze(self.unfreeze_from, self.unfreeze_blocks)
+        _check_options(self.epochs, self.batch_size, self.learning_rate)
+        return dataclasses.replace(self, output_dir=self.output_dir or default_output_dir(self.head_dir))
+
+    @property
+    def inputs(self):
+        """The paths the output folder must not be, nor hold: the head, the dataset, a weights file."""
+        weights_file = self.weights if self.weights not in (None, "imagenet", "none") else None
+        return (self.head_dir, self.dataset_dir, weights_file)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """What `fine_tune` reads before it builds the model."""
+
+    config: dict  # The head's head_config.json.
+    head_metrics: dict  # The head's metrics.json.
+    data: _TrainingData
+    splits: dict  # Split name -> `datasets.Split`.
+    seed: int
+
+
+def _read_inputs(settings):
+    """Reads and checks the head, its weights and its images; checks the output folder.
 
     Raises:
-        ValueError: bad options, head folder, weights or dataset (one whose
-            digest differs from the caches'), an existing output folder
-            without `overwrite`, or an unknown layer.
+        ValueError: a bad head folder or weights, an existing output folder
+            without `overwrite`, or a dataset whose digest differs from the caches'.
     """
-    started = time.perf_counter()
-    _check_unfreeze(unfreeze_from, unfreeze_blocks)
-    _check_options(epochs, batch_size, learning_rate)
-    config = predict.read_head_config(head_dir)
-    predict.resolve_weights(config, weights)  # Fails before any slow work.
-    metrics = _read_head_metrics(head_dir)
-    output_dir = output_dir or default_output_dir(head_dir)
-    inputs = (head_dir, dataset_dir, weights if weights not in (None, "imagenet", "none") else None)
-    files.check_output_dir(output_dir, "--output_dir", inputs, overwrite)
-    data = _training_data(head_dir, config, metrics)
-    seed = data.seed if seed is None else int(seed)
-    splits = _load_splits(data, dataset_dir, dataset_format, validation_split, allow_pickle)
+    config = predict.read_head_config(settings.head_dir)
+    predict.resolve_weights(config, settings.weights)  # Fails before any slow work.
+    head_metrics = _read_head_metrics(settings.head_dir)
+    files.check_output_dir(settings.output_dir, "--output_dir", settings.inputs, settings.overwrite)
+    data = _training_data(settings.head_dir, config, head_metrics)
+    seed = data.seed if settings.seed is None else int(settings.seed)
+    splits = _load_splits(data, settings.dataset_dir, settings.dataset_format,
+                          settings.validation_split, settings.allow_pickle)
+    return _Inputs(config, head_metrics, data, splits, seed)
 
+
+def _compile(model, learning_rate, num_classes, seed):
+    """Compiles the model for sparse labels with Adam, after seeding Keras with `seed`."""
     import keras  # pylint: disable=g-import-not-at-top
 
-    model, network, start = build_fine_tune_model(head_dir, weights, unfreeze_from, unfreeze_blocks)
-    num_trainable = sum(1 for layer in network.layers if layer.trainable_weights)
-    unfrozen_from = network.layers[start].name
-    num_classes = len(config["class_names"])
     keras.utils.set_random_seed(seed)  # After building: random network weights have their own seed.
     metric_list = ["accuracy"]
     if num_classes >= 5:
@@ -550,73 +587,135 @@ def fine_tune(head_dir, dataset_dir=None, output_dir=None, unfreeze_from=None, u
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
                   metrics=metric_list)
-    input_size = tuple(config["input_size"])
-    train = _image_batches(splits["train"], input_size, batch_size, seed=seed)
-    validation = _image_batches(splits["validation"], input_size, batch_size)
+
+
+def _train(model, train, validation, settings, staging):
+    """Evaluates, trains and saves the model, writing `history.csv` and `model.keras` to `staging`.
+
+    Returns:
+        `(last, start_logs, fit_seconds)`: the last epoch's logs, the
+        validation logs before the first step, and the time `fit` took.
+    """
+    import keras  # pylint: disable=g-import-not-at-top
+
+    # The end-to-end model before any step: the frozen-feature head's accuracy, unless the
+    # images or their preprocessing differ from the caches'.
+    start_logs = model.evaluate(validation, verbose=0, return_dict=True)
+    fit_started = time.perf_counter()
+    history = model.fit(train, validation_data=validation, epochs=settings.epochs, shuffle=False,
+                        callbacks=[keras.callbacks.CSVLogger(os.path.join(staging, "history.csv"))],
+                        verbose=settings.verbose)
+    fit_seconds = time.perf_counter() - fit_started
+    model.save(os.path.join(staging, "model.keras"))
+    last = {key: float(values[-1]) for key, values in history.history.items()}
+    return last, start_logs, fit_seconds
+
+
+def _metrics(settings, inputs, network, start, trained, seconds):
+    """The contents of the output's `metrics.json`; `trained` is what `_train` returned."""
+    last, start_logs, fit_seconds = trained
+    return {
+        "val_accuracy": last["val_accuracy"],
+        "val_loss": last["val_loss"],
+        "train_accuracy": last["accuracy"],
+        "train_loss": last["loss"],
+        **({"val_top5_accuracy": last["val_top5_accuracy"]} if "val_top5_accuracy" in last else {}),
+        "head_val_accuracy": float(inputs.head_metrics["val_accuracy"]),
+        "head_val_loss": inputs.head_metrics.get("val_loss"),
+        "start_val_accuracy": float(start_logs["accuracy"]),
+        "start_val_loss": float(start_logs["loss"]),
+        "unfrozen_from": network.layers[start].name,
+        "unfreeze_blocks": settings.unfreeze_blocks,
+        "num_trainable_layers": _num_trainable(network),
+        "num_network_layers": len(network.layers),
+        "epochs": settings.epochs,
+        "learning_rate": settings.learning_rate,
+        "batch_size": settings.batch_size,
+        "seed": inputs.seed,
+        "num_train": len(inputs.splits["train"]),
+        "num_validation": len(inputs.splits["validation"]),
+        "fit_seconds": round(fit_seconds, 3),
+        "seconds": round(seconds, 3),
+    }
+
+
+def _fine_tune_config(settings, inputs, unfrozen_from):
+    """The contents of the output's `fine_tune_config.json`: what was asked and what it ran on."""
+    return {
+        "head_dir": os.path.abspath(settings.head_dir),
+        "head_config": inputs.config,
+        "dataset_dir": None if settings.dataset_dir is None else os.path.abspath(settings.dataset_dir),
+        "dataset_format": settings.dataset_format,
+        "dataset": inputs.data.dataset,
+        "dataset_digests": inputs.data.digests,
+        "per_class": inputs.data.per_class,
+        "validation_split": settings.validation_split if inputs.splits["validation"].seeded else None,
+        "weights": inputs.config["weights"],
+        "unfreeze_from": settings.unfreeze_from,
+        "unfreeze_blocks": settings.unfreeze_blocks,
+        "unfrozen_from": unfrozen_from,
+        "epochs": settings.epochs,
+        "learning_rate": settings.learning_rate,
+        "batch_size": settings.batch_size,
+        "seed": inputs.seed,
+        "batch_norm": "frozen (inference mode)",
+        "library_versions": json.loads(extraction.library_versions()),
+    }
+
+
+def _num_trainable(network):
+    return sum(1 for layer in network.layers if layer.trainable_weights)
+
+
+def fine_tune(head_dir, dataset_dir=None, **options):
+    """Fine-tunes a trained head and the top of its network end to end on the images.
+
+    See the module docstring. Options, head folder, weights, output folder and
+    dataset digests are checked before the network is built; layer names and
+    block counts once it is.
+
+    Args:
+        head_dir: a folder written by `classifiers.training.train_head`.
+        dataset_dir: the dataset the caches were extracted from (its
+            `--dataset_dir`); None for scikit-learn's digits.
+        **options: the other fields of `FineTuneSettings` (each documented
+            there), e.g. `unfreeze_blocks`, `epochs`, `output_dir`, `weights`.
+
+    Returns:
+        A `FineTuneResult`.
+
+    Raises:
+        ValueError: bad options, head folder, weights or dataset (one whose
+            digest differs from the caches'), an existing output folder
+            without `overwrite`, or an unknown layer.
+        TypeError: an option that `FineTuneSettings` does not have.
+    """
+    started = time.perf_counter()
+    settings = FineTuneSettings(head_dir, dataset_dir, **options).check()
+    inputs = _read_inputs(settings)
+    model, network, start = build_fine_tune_model(head_dir, settings.weights, settings.unfreeze_from,
+                                                  settings.unfreeze_blocks)
+    _compile(model, settings.learning_rate, len(inputs.config["class_names"]), inputs.seed)
+    input_size = tuple(inputs.config["input_size"])
+    train = _image_batches(inputs.splits["train"], input_size, settings.batch_size, seed=inputs.seed)
+    validation = _image_batches(inputs.splits["validation"], input_size, settings.batch_size)
+    unfrozen_from = network.layers[start].name
     logging.info("Fine-tuning %s from layer %s on (%d layers with weights) with %d training and %d "
-                 "validation images.", network.name, unfrozen_from, num_trainable,
-                 len(splits["train"]), len(splits["validation"]))
-    with files.atomic_directory(output_dir, "--output_dir", inputs, overwrite,
-                                command="fine_tune") as staging:
-        # The end-to-end model before any step: the frozen-feature head's accuracy, unless the
-        # images or their preprocessing differ from the caches'.
-        start_logs = model.evaluate(validation, verbose=0, return_dict=True)
-        fit_started = time.perf_counter()
-        history = model.fit(train, validation_data=validation, epochs=epochs, shuffle=False,
-                            callbacks=[keras.callbacks.CSVLogger(os.path.join(staging, "history.csv"))],
-                            verbose=verbose)
-        fit_seconds = time.perf_counter() - fit_started
-        model.save(os.path.join(staging, "model.keras"))
-        last = {key: float(values[-1]) for key, values in history.history.items()}
+                 "validation images.", network.name, unfrozen_from, _num_trainable(network),
+                 len(inputs.splits["train"]), len(inputs.splits["validation"]))
+    with files.atomic_directory(settings.output_dir, "--output_dir", settings.inputs,
+                                settings.overwrite, command="fine_tune") as staging:
+        trained = _train(model, train, validation, settings, staging)
         seconds = time.perf_counter() - started
-        results = {
-            "val_accuracy": last["val_accuracy"],
-            "val_loss": last["val_loss"],
-            "train_accuracy": last["accuracy"],
-            "train_loss": last["loss"],
-            **({"val_top5_accuracy": last["val_top5_accuracy"]} if "val_top5_accuracy" in last else {}),
-            "head_val_accuracy": float(metrics["val_accuracy"]),
-            "head_val_loss": metrics.get("val_loss"),
-            "start_val_accuracy": float(start_logs["accuracy"]),
-            "start_val_loss": float(start_logs["loss"]),
-            "unfrozen_from": unfrozen_from,
-            "unfreeze_blocks": unfreeze_blocks,
-            "num_trainable_layers": num_trainable,
-            "num_network_layers": len(network.layers),
-            "epochs": epochs,
-            "learning_rate": learning_rate,
-            "batch_size": batch_size,
-            "seed": seed,
-            "num_train": len(splits["train"]),
-            "num_validation": len(splits["validation"]),
-            "fit_seconds": round(fit_seconds, 3),
-            "seconds": round(seconds, 3),
-        }
+        results = _metrics(settings, inputs, network, start, trained, seconds)
         files.write_json(os.path.join(staging, "metrics.json"), results)
-        files.write_json(os.path.join(staging, FINE_TUNE_CONFIG), {
-            "head_dir": os.path.abspath(head_dir),
-            "head_config": config,
-            "dataset_dir": None if dataset_dir is None else os.path.abspath(dataset_dir),
-            "dataset_format": dataset_format,
-            "dataset": data.dataset,
-            "dataset_digests": data.digests,
-            "per_class": data.per_class,
-            "validation_split": validation_split if splits["validation"].seeded else None,
-            "weights": config["weights"],
-            "unfreeze_from": unfreeze_from,
-            "unfreeze_blocks": unfreeze_blocks,
-            "unfrozen_from": unfrozen_from,
-            "epochs": epochs,
-            "learning_rate": learning_rate,
-            "batch_size": batch_size,
-            "seed": seed,
-            "batch_norm": "frozen (inference mode)",
-            "library_versions": json.loads(extraction.library_versions()),
-        })
-    return FineTuneResult(output_dir=output_dir, head_val_accuracy=results["head_val_accuracy"],
-                          val_accuracy=results["val_accuracy"], num_trainable_layers=num_trainable,
+        files.write_json(os.path.join(staging, FINE_TUNE_CONFIG),
+                         _fine_tune_config(settings, inputs, unfrozen_from))
+    return FineTuneResult(output_dir=settings.output_dir, head_val_accuracy=results["head_val_accuracy"],
+                          val_accuracy=results["val_accuracy"],
+                          num_trainable_layers=results["num_trainable_layers"],
                           unfrozen_from=unfrozen_from, seconds=seconds, val_loss=results["val_loss"],
-                          epochs=epochs, start_val_accuracy=results["start_val_accuracy"],
+                          epochs=settings.epochs, start_val_accuracy=results["start_val_accuracy"],
                           model=model)
 
 
