@@ -1,7 +1,8 @@
 """Issue 10's bad inputs (`tests/bad_inputs.py`) through `extract_features`: one clear message or
 the promised handling, and no file of the user's touched.
 
-The same cases run as subprocesses, with the output-folder cases, in `benchmarks/fault_injection.py`.
+The same cases (`bad_inputs.CASES`) run as subprocesses, with the output-folder cases, in the fault
+suite's part 7 (`benchmarks/faults/user_files.py`).
 """
 
 import logging
@@ -104,7 +105,8 @@ def test_suggested_dataset_name():
 
 
 def _cli(tmp_path, *flags):
-    command = [sys.executable, "-m", "bottleneck_cache.bin.extract_features", "--weights=none", "--input_size=32", *flags]
+    command = [sys.executable, "-m", "bottleneck_cache.bin.extract_features", "--weights=none", "--input_size=32",
+               *flags]
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
