@@ -149,9 +149,7 @@ def resolve_weights(config, weights=None):
 def build_network(config, weights=None):
     """Builds the frozen network a head's features came from, as `extract_features` did.
 
-    Args:
-        config: a head config (`read_head_config`).
-        weights: see `resolve_weights`.
+    `config` and `weights` are those of `resolve_weights`.
 
     Returns:
         `(spec, model)`: the `networks.NetworkSpec` and the frozen `keras.Model`.
