@@ -31,7 +31,7 @@ counted as destroyed.
 
 Prints one table per part and ends with a summary line such as
 
-    faults survived: 15/15, bad inputs handled: 32/32, output folders refused: 9/9, rows lost: 0,
+    faults survived: 15/15, bad inputs handled: 34/34, output folders refused: 9/9, rows lost: 0,
     rows duplicated: 0, ..., user files destroyed: 0
 
 and exits 1 if any check failed. About 2 to 5 minutes on 2 CPUs (--jobs 2). `--parts` runs some
