@@ -3,6 +3,7 @@
 import gzip
 import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -1003,3 +1004,99 @@ def test_load_names_a_dangling_link_or_a_loop(tmp_path, target, received):
     with pytest.raises(DatasetError, match=rf"Expected '.*cat/link\.jpg' to be a readable image\. Received: "
                                            rf"{received}\. Remove the link or point it at an image\."):
         train.load([1], (4, 4))
+
+
+# --------------------------------------------------------------------------------------------------
+# The format registry
+
+
+def _npz_file(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((2, 4, 4), dtype=np.uint8), y=np.array([0, 1]))
+    return str(path)
+
+
+def _pickle_folder(tmp_path):
+    os.makedirs(tmp_path / "lab")
+    _write_pickle(tmp_path / "lab" / "train.p", np.zeros((2, 4, 4, 3), dtype=np.uint8), [0, 1])
+    return str(tmp_path / "lab")
+
+
+# name -> (writer of a tiny dataset under tmp_path, the other formats whose detect also matches it)
+_LAYOUT_WRITERS = {
+    "folder": (lambda tmp: write_folder_dataset(tmp / "pets", per_class=1), ()),
+    "cifar10": (lambda tmp: _write_cifar(tmp / "c" / "cifar-10-batches-py", batches=(("test_batch", 2),))
+                and str(tmp / "c"), ("folder",)),
+    "mnist": (lambda tmp: _write_mnist(tmp / "m", prefixes=("train",), counts=(2,)) and str(tmp / "m"), ()),
+    "gtsrb": (lambda tmp: _write_gtsrb(tmp / "g", class_ids=(0,), per_class=1, test_labels=(0,)), ("folder",)),
+    "npz": (_npz_file, ()),
+    "pickle": (lambda tmp: _write_pickle(tmp / "t.p", np.zeros((2, 4, 4, 3), dtype=np.uint8), [0, 1]), ()),
+    "pickle folder": (_pickle_folder, ()),
+}
+
+
+def test_registry_lists_every_format_once_with_its_layout():
+    assert tuple(entry.name for entry in datasets.REGISTRY) == datasets.FORMATS
+    assert [entry.name for entry in datasets.REGISTRY if entry.pickled] == ["cifar10", "pickle"]
+    assert [entry.name for entry in datasets.REGISTRY if not entry.layout] == ["digits"]
+    assert set(_LAYOUT_WRITERS) - {"pickle folder"} == set(datasets.FORMATS) - {"digits"}
+
+
+@pytest.mark.parametrize("case", sorted(_LAYOUT_WRITERS))
+def test_registry_detects_each_format(tmp_path, case):
+    write, also = _LAYOUT_WRITERS[case]
+    path = write(tmp_path)
+    name = case.split()[0]
+    matching = {entry.name for entry in datasets.REGISTRY if entry.detect(path)}
+    assert matching == {name, *also}  # a format that others also match is detected last
+    assert datasets.detect_format(path) == name
+    splits = datasets.load_dataset(path, allow_pickle=True)
+    assert set(splits) <= {"train", "validation"} and len(splits["train"]) >= 1
+
+
+def test_registry_detects_the_digits_only_without_a_path(tmp_path):
+    (digits,) = [entry for entry in datasets.REGISTRY if entry.name == "digits"]
+    assert digits.detect(None) and not digits.detect(str(tmp_path))
+
+
+# --------------------------------------------------------------------------------------------------
+# decode_images: the one decode-and-skip loop
+
+
+def _split_with_a_bad_image(tmp_path):
+    write_folder_dataset(tmp_path / "d", class_names=("a", "b"), per_class=2)
+    (tmp_path / "d" / "a" / "a_9.jpg").write_bytes(b"not an image")
+    return datasets.load_dataset(str(tmp_path / "d"))["train"]
+
+
+def test_decode_images_skips_and_logs_what_cannot_be_decoded(tmp_path, caplog):
+    split = _split_with_a_bad_image(tmp_path)
+    assert split.ids[2] == "a/a_9.jpg"
+    decoded = datasets.decode_images(split.image, [3, 2, 0], split.ids, (6, 5))
+    assert decoded.images.shape == (2, 6, 5, 3) and decoded.images.dtype == np.uint8
+    np.testing.assert_array_equal(decoded.images, split.load([3, 0], (6, 5)))
+    assert decoded.kept.tolist() == [3, 0] and decoded.skipped_indices.tolist() == [2]
+    ((name, reason),) = decoded.skipped
+    assert name == "a/a_9.jpg" and re.match(r"Expected '.*a_9\.jpg' to be a readable image\. Received: ", reason)
+    assert f"Skipped a/a_9.jpg: {reason}" in caplog.text
+    caplog.clear()
+    quiet = datasets.decode_images(split.image, [2], split.ids, (6, 5), log=False)
+    assert quiet.images.shape == (0, 6, 5, 3) and quiet.kept.tolist() == [] and "Skipped" not in caplog.text
+
+
+def test_decode_images_keeps_a_clean_batch_whole(tmp_path):
+    split = _split_with_a_bad_image(tmp_path)
+    decoded = datasets.decode_images(split.image, np.array([0, 1, 3]), split.ids, (4, 4), on_bad_image="fail")
+    np.testing.assert_array_equal(decoded.images, split.load([0, 1, 3], (4, 4)))
+    assert decoded.kept.tolist() == [0, 1, 3] and decoded.skipped == () and decoded.skipped_indices.size == 0
+
+
+def test_decode_images_errors(tmp_path):
+    split = _split_with_a_bad_image(tmp_path)
+    with pytest.raises(DatasetError, match=r"Expected '.*a_9\.jpg' to be a readable image\. Received: "):
+        datasets.decode_images(split.image, [0, 2], split.ids, (4, 4), on_bad_image="fail")
+    with pytest.raises(DatasetError, match=r"Expected on_bad_image to be one of \('skip', 'fail'\)\. "
+                                           r"Received: on_bad_image='ignore'\."):
+        datasets.decode_images(split.image, [0], split.ids, (4, 4), on_bad_image="ignore")
+    with pytest.raises(DatasetError, match=r"Expected image_size to be \(height, width\) with two positive"):
+        datasets.decode_images(split.image, [0], split.ids, (0, 4))
