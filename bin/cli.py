@@ -63,6 +63,17 @@ LEARNING_RATE = flags.DEFINE_list(
     "comma-separated list sweeps), 1e-5 (fine_tune, one value).")
 
 
+def adopt(module_name, *names):
+    """Lists shared flags (those defined here) in a command's --help, as `flags.declare_key_flag` does.
+
+    Args:
+        module_name: the command module's `__name__`.
+        *names: the shared flags the command takes.
+    """
+    for name in names:
+        flags.FLAGS.register_key_flag_for_module(module_name, flags.FLAGS[name])
+
+
 def start(argv):
     """What every command's `main` does first: refuse stray arguments.
 

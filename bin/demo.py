@@ -20,8 +20,8 @@ from bottleneck_cache.bin import cli
 _NETWORK = flags.DEFINE_string("network", "vgg16", "The network of the demo.")
 _INPUT_SIZE = flags.DEFINE_integer("input_size", 32, "The side images are resized to.",
                                    lower_bound=1)
-flags.declare_key_flag("weights")
-flags.declare_key_flag("output_dir")
+# Shared flags, defined once in bin/cli.py.
+cli.adopt(__name__, "weights", "output_dir")
 
 
 def main(argv):

@@ -36,10 +36,7 @@ from bottleneck_cache.bin import cli
 _SAVED_MODEL_DIR = flags.DEFINE_string(
     "saved_model_dir", None, "Also write a TensorFlow SavedModel (for serving) to this folder.")
 # Shared flags, defined once in bin/cli.py.
-flags.declare_key_flag("output")
-flags.declare_key_flag("head_dir")
-flags.declare_key_flag("weights")
-flags.declare_key_flag("overwrite")
+cli.adopt(__name__, "output", "head_dir", "weights", "overwrite")
 
 
 def main(argv):

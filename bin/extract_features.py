@@ -96,15 +96,8 @@ _AUGMENTATIONS = flags.DEFINE_string(
     "augmentations", "flip,crop,color", "With --augment_copies: the transforms of each view, a "
     f"comma list of {', '.join(augment.TRANSFORMS)} (seeded by --seed).")
 # Shared flags, defined once in bin/cli.py.
-flags.declare_key_flag("batch_size")
-flags.declare_key_flag("seed")
-flags.declare_key_flag("output_dir")
-flags.declare_key_flag("weights")
-flags.declare_key_flag("overwrite")
-flags.declare_key_flag("dataset_dir")
-flags.declare_key_flag("dataset_format")
-flags.declare_key_flag("allow_pickle")
-flags.declare_key_flag("validation_split")
+cli.adopt(__name__, "batch_size", "seed", "output_dir", "weights", "overwrite", "dataset_dir",
+          "dataset_format", "allow_pickle", "validation_split")
 
 
 def main(argv):

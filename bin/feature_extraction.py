@@ -65,11 +65,7 @@ _EARLY_STOPPING = flags.DEFINE_integer(
     "early_stopping", 0, "Stop after this many epochs without a lower val_loss and keep the "
     "best weights; 0 trains every epoch.", lower_bound=0)
 # Shared flags, defined once in bin/cli.py.
-flags.declare_key_flag("batch_size")
-flags.declare_key_flag("seed")
-flags.declare_key_flag("output_dir")
-flags.declare_key_flag("epochs")
-flags.declare_key_flag("learning_rate")
+cli.adopt(__name__, "batch_size", "seed", "output_dir", "epochs", "learning_rate")
 
 
 def _numbers(flag, kind, default=None, what=None):

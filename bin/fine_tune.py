@@ -53,18 +53,9 @@ _UNFREEZE_BLOCKS = flags.DEFINE_integer(
 _LIST_LAYERS = flags.DEFINE_boolean(
     "list_layers", False, "Print the network's layers with their blocks, and exit.")
 # Shared flags, defined once in bin/cli.py.
-flags.declare_key_flag("head_dir")
-flags.declare_key_flag("weights")
-flags.declare_key_flag("batch_size")
-flags.declare_key_flag("seed")
-flags.declare_key_flag("output_dir")
-flags.declare_key_flag("overwrite")
-flags.declare_key_flag("dataset_dir")
-flags.declare_key_flag("dataset_format")
-flags.declare_key_flag("allow_pickle")
-flags.declare_key_flag("validation_split")
-flags.declare_key_flag("epochs")
-flags.declare_key_flag("learning_rate")
+cli.adopt(__name__, "head_dir", "weights", "batch_size", "seed", "output_dir", "overwrite",
+          "dataset_dir", "dataset_format", "allow_pickle", "validation_split", "epochs",
+          "learning_rate")
 
 
 def _learning_rate():

@@ -36,8 +36,7 @@ _PICKLES = flags.DEFINE_string(
     "pickles", None, "Lab pickles to convert: paths or globs, comma-separated (e.g. "
     "'lab/*_bottleneck_features_*.p').")
 # Shared flags, defined once in bin/cli.py.
-flags.declare_key_flag("output_dir")
-flags.declare_key_flag("overwrite")
+cli.adopt(__name__, "output_dir", "overwrite")
 
 
 def main(argv):

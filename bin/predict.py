@@ -38,9 +38,7 @@ _DUMP_DIR = flags.DEFINE_string(
 _DUMP_COUNT = flags.DEFINE_integer(
     "dump_count", 25, "Images to write to --dump_dir at most.", lower_bound=0)
 # Shared flags, defined once in bin/cli.py.
-flags.declare_key_flag("batch_size")
-flags.declare_key_flag("head_dir")
-flags.declare_key_flag("weights")
+cli.adopt(__name__, "batch_size", "head_dir", "weights")
 
 
 def main(argv):

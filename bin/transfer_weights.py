@@ -29,8 +29,7 @@ _MATCH = flags.DEFINE_enum(
     "match", "name", ["name", "position"], "Pair layers by name, or by position among the "
     "layers with weights.")
 # Shared flags, defined once in bin/cli.py.
-flags.declare_key_flag("output")
-flags.declare_key_flag("overwrite")
+cli.adopt(__name__, "output", "overwrite")
 
 
 def main(argv):
