@@ -70,6 +70,8 @@ def adopt(module_name, *names):
         module_name: the command module's `__name__`.
         *names: the shared flags the command takes.
     """
+    if module_name == "__main__":  # Under `python -m`, absl names the main module after argv[0].
+        module_name = sys.argv[0]
     for name in names:
         flags.FLAGS.register_key_flag_for_module(module_name, flags.FLAGS[name])
 

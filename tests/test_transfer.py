@@ -23,31 +23,29 @@ flags.FLAGS.mark_as_parsed()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def small_cnn(seed=0):
-    """conv1 -> pool1 -> conv2 -> gap -> logits, on 8x8x1 images."""
-    keras.utils.set_random_seed(seed)
+def _cnn(name, seed, conv3=False):
+    """conv1 -> pool1 -> conv2 [-> conv3 (16 filters)] -> gap -> logits, on 8x8x1 images."""
+    keras.utils.set_random_seed(seed)  # Before any layer is made: initializers take their seeds then.
+    deeper = [keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv3")] if conv3 else []
     return keras.Sequential([
         keras.Input((8, 8, 1)),
         keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1"),
         keras.layers.MaxPooling2D(name="pool1"),
         keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2"),
+        *deeper,
         keras.layers.GlobalAveragePooling2D(name="gap"),
         keras.layers.Dense(3, name="logits"),
-    ], name="small_cnn")
+    ], name=name)
+
+
+def small_cnn(seed=0):
+    """conv1 -> pool1 -> conv2 -> gap -> logits, on 8x8x1 images."""
+    return _cnn("small_cnn", seed)
 
 
 def deep_cnn(seed=1):
     """small_cnn's first layers, then conv3 (16 filters), so logits sees 16 features, not 8."""
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1"),
-        keras.layers.MaxPooling2D(name="pool1"),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2"),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv3"),
-        keras.layers.GlobalAveragePooling2D(name="gap"),
-        keras.layers.Dense(3, name="logits"),
-    ], name="deep_cnn")
+    return _cnn("deep_cnn", seed, conv3=True)
 
 
 def weights_of(model):
