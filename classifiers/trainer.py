@@ -131,15 +131,20 @@ MIN_CHUNK_ROWS = 16
 VALIDATION_BLOCK_BYTES = 32 * 1024 * 1024
 
 
-def chunk_rows(inner, outer):
-    """Rows per product of an `(n, inner) @ (inner, outer)` split by rows; 0: do not split."""
+def chunk_rows(inner, outer, count=None):
+    """Rows per product of an `(n, inner) @ (inner, outer)` split by rows; 0: do not split.
+
+    With `count` (n), the rows of equal chunks that cover all but fewer than a chunk's count of rows.
+    """
     rows = SMALL_PRODUCT // max(1, inner * outer)
-    return rows if rows >= MIN_CHUNK_ROWS else 0
+    if rows < MIN_CHUNK_ROWS:
+        return 0
+    return rows if count is None else count // -(-count // rows)
 
 
 def chunked_matmul(a, b):
     """`a @ b` for `(n, k)` `a` and `(k, m)` `b`, in chunks of `chunk_rows` rows."""
-    rows, count = chunk_rows(a.shape[1], b.shape[1]), len(a)
+    rows, count = chunk_rows(a.shape[1], b.shape[1], len(a)), len(a)
     whole = count // rows * rows if rows else 0
     if whole < 2 * rows or not rows:
         return a @ b
@@ -152,7 +157,7 @@ def chunked_matmul(a, b):
 
 def chunked_gradient(g, x, out):
     """`out[...] = g @ x` for a skinny `(m, n)` `g` and `(n, D)` `x`: a sum over chunks of rows of `x`."""
-    rows, count = chunk_rows(x.shape[1], len(g)), len(x)
+    rows, count = chunk_rows(x.shape[1], len(g), len(x)), len(x)
     whole = count // rows * rows if rows else 0
     if whole < 2 * rows or not rows:
         return np.matmul(g, x, out=out)
@@ -243,7 +248,11 @@ class DenseStack:
             hidden = hidden * mask
         return np.matmul(hidden, params[2]) + params[3][:, None, :], (hidden, mask)
 
-    def step(self, x, labels, uniform=None, update=True):
+    def onehot(self, labels):  # pylint: disable=unused-argument
+        """What `step`'s `onehot` takes for these labels: nothing (see `SoftmaxStack.onehot`)."""
+        return None
+
+    def step(self, x, labels, uniform=None, update=True, onehot=None):  # pylint: disable=unused-argument
         """One Adam step on a batch (only the gradients without `update`).
 
         Returns:
@@ -402,11 +411,15 @@ class SoftmaxStack:
         probabilities += self.bias
         return _softmax_in_place(probabilities, 1)
 
-    def step(self, x, labels, uniform=None, update=True):  # pylint: disable=unused-argument
+    def onehot(self, labels):
+        """`(classes, n)` one-hot columns of `(n,)` labels (an epoch's, made once; `step` takes slices)."""
+        return self.eye[:, labels]
+
+    def step(self, x, labels, uniform=None, update=True, onehot=None):  # pylint: disable=unused-argument
         """One Adam step on a batch (only the gradients without `update`); see `DenseStack.step`."""
         batch = len(x)
         probabilities = self.probabilities(x)
-        onehot = self.eye[:, labels]
+        onehot = self.eye[:, labels] if onehot is None else onehot
         sums = _class_major_sums(probabilities, onehot, labels, self.top5)
         grad = probabilities
         grad -= onehot
@@ -472,11 +485,12 @@ def _sums(probabilities, labels, top5):
 def _class_major_sums(probabilities, onehot, labels, top5):
     """`(3, ...)` sums over samples, like `_sums`, of `(..., classes, n)` probabilities."""
     true = np.add.reduce(probabilities * onehot, axis=-2)
-    loss = -np.log(np.maximum(true, 1e-7)).sum(axis=-1, dtype=np.float64)
-    correct = (probabilities.argmax(axis=-2) == labels).sum(axis=-1)
-    hits = ((np.add.reduce(probabilities > true[..., None, :], axis=-2) < 5).sum(axis=-1)
-            if top5 else correct)
-    return np.stack([loss, correct, hits]).astype(np.float64)
+    sums = np.empty((3, *true.shape[:-1]))
+    sums[1] = (probabilities.argmax(axis=-2) == labels).sum(axis=-1)
+    sums[2] = ((np.add.reduce(probabilities > true[..., None, :], axis=-2) < 5).sum(axis=-1)
+               if top5 else sums[1])
+    sums[0] = -np.log(np.maximum(true, 1e-7)).sum(axis=-1, dtype=np.float64)
+    return sums
 
 
 def _train_epoch(stack, x_train, y_train, spec, rng, batch):
@@ -484,14 +498,17 @@ def _train_epoch(stack, x_train, y_train, spec, rng, batch):
     accuracy (accuracy again without top-5). `batch` is a `(batch_size, D)` buffer."""
     count = len(y_train)
     order = rng.permutation(count)
+    labels = y_train[order]
+    onehot = stack.onehot(labels)
     sums = 0.0
     for start in range(0, count, spec.batch_size):
-        index = order[start:start + spec.batch_size]
-        uniform = (rng.random((len(index), spec.hidden_units), dtype=np.float32)
+        end = min(start + spec.batch_size, count)
+        uniform = (rng.random((end - start, spec.hidden_units), dtype=np.float32)
                    if spec.head == "mlp" else None)
         # Into one reused buffer (no page faults); mode="clip" spares take its bounds-check copy.
-        x = np.take(x_train, index, axis=0, out=batch[:len(index)], mode="clip")
-        sums = sums + stack.step(x, y_train[index], uniform)
+        x = np.take(x_train, order[start:end], axis=0, out=batch[:end - start], mode="clip")
+        sums = sums + stack.step(x, labels[start:end], uniform,
+                                 onehot=None if onehot is None else onehot[:, start:end])
     return sums / count
 
 
