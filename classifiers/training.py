@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -169,6 +170,7 @@ def fit_heads(train, validation, settings_list, standardized=None, log=None):
     standardized = standardized or standardize_pair(train, validation)
     first, dim = settings_list[0], standardized.x_train.shape[1]
     num_classes = len(train.class_names)
+    controller = None if first.head == "logreg" else blas_controller()
     startup_cpu, started = time.process_time(), time.perf_counter()
     chosen = None
     if first.head == "logreg":
@@ -188,7 +190,7 @@ def fit_heads(train, validation, settings_list, standardized=None, log=None):
             first.epochs, first.batch_size, first.early_stopping, first.seed)
         units = first.hidden_units if first.head == "mlp" else num_classes
         threads = trainer.blas_threads(first.batch_size, dim, units * spec.size)
-        with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+        with controller.limit(limits=threads, user_api="blas"):
             trained = trainer.train_stack(standardized.x_train, train.labels, standardized.x_val,
                                           validation.labels, spec, log)
         layers = [(t.kernels, t.biases, t.history, t.epochs_run) for t in trained]
@@ -202,6 +204,19 @@ def fit_heads(train, validation, settings_list, standardized=None, log=None):
         fitted.append(FittedHead(saved, history, steps, fit_seconds, fit_cpu, startup_cpu,
                                  len(settings_list), chosen))
     return fitted
+
+
+@functools.lru_cache(maxsize=1)
+def blas_controller():
+    """A `threadpoolctl.ThreadpoolController` of the BLAS libraries loaded now (NumPy's), made once.
+
+    Making one scans the process' libraries (3-10 ms here); softmax and mlp heads use NumPy's BLAS
+    only, so one made before their first training serves every later one. logreg makes its own,
+    after loading scikit-learn and SciPy's own BLAS.
+    """
+    import threadpoolctl  # pylint: disable=g-import-not-at-top
+
+    return threadpoolctl.ThreadpoolController()
 
 
 # Penalties `--l2=auto` chooses among (scikit-learn's C = 1 / l2), and its folds at most.
