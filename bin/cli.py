@@ -94,7 +94,9 @@ def call(command, function, *flag_holders, **kwargs):
         command: the command's name, for the message.
         function: the library function the command runs.
         *flag_holders: `FlagHolder`s named as `function`'s arguments: each
-            flag's value is passed as the argument of its name.
+            flag's value is passed as the argument of its name; a flag left at
+            None leaves the argument to `function`'s own default (one home for
+            each default).
         **kwargs: its other arguments (and any that differ from a flag's value,
             e.g. a default that depends on the command).
 
@@ -105,7 +107,8 @@ def call(command, function, *flag_holders, **kwargs):
         SystemExit: `function` raised `ValueError` (bad flags, dataset, network
             or cache) or `OSError` (e.g. a full disk); nothing was left half-written.
     """
-    kwargs = {**{holder.name: holder.value for holder in flag_holders}, **kwargs}
+    kwargs = {**{holder.name: holder.value for holder in flag_holders if holder.value is not None},
+              **kwargs}
     try:
         return function(**kwargs)
     except (ValueError, OSError) as error:

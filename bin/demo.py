@@ -28,9 +28,7 @@ def main(argv):
     cli.start(argv)
     from bottleneck_cache.classifiers import demo  # pylint: disable=g-import-not-at-top
 
-    result = cli.call("demo", demo.run_demo, output_dir=cli.OUTPUT_DIR.value or "demo_output",
-                      network=_NETWORK.value, weights=cli.WEIGHTS.value or "imagenet",
-                      input_size=_INPUT_SIZE.value)
+    result = cli.call("demo", demo.run_demo, cli.OUTPUT_DIR, _NETWORK, cli.WEIGHTS, _INPUT_SIZE)
     print(demo.format_result(result))
 
 

@@ -109,8 +109,7 @@ def main(argv):
         _INPUT_SIZE, cli.OVERWRITE, cli.DATASET_FORMAT, cli.VALIDATION_SPLIT, cli.SEED,
         cli.ALLOW_PICKLE, _ON_BAD_IMAGE, _NUM_SHARDS, _SHARD_INDEX, _MERGE, _CHECKPOINT_EVERY,
         _EXECUTOR, _RAY_ADDRESS, _ENGINE, _PRECISION, _CALIBRATION_IMAGES, _CHECK_IMAGES,
-        _AUGMENT_COPIES, _AUGMENTATIONS,
-        output_dir=cli.OUTPUT_DIR.value or ".", weights=cli.WEIGHTS.value or "imagenet")
+        _AUGMENT_COPIES, _AUGMENTATIONS, cli.OUTPUT_DIR, cli.WEIGHTS)
     for result in results:
         state = "reused" if result.reused else "written"
         skipped = f", {result.num_skipped} skipped" if result.num_skipped else ""

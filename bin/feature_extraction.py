@@ -87,13 +87,11 @@ def main(argv):
     rows, summary = cli.call(
         "feature_extraction", batch.train_heads,
         _TRAINING_FILE, _VALIDATION_FILE, _HEAD, _EARLY_STOPPING, cli.SEED, cli.OUTPUT_DIR, _PLOTS,
-        _WORKERS,
+        _WORKERS, cli.EPOCHS, cli.BATCH_SIZE,
         learning_rate=_numbers(cli.LEARNING_RATE, float, ["0.001"]),
         hidden_units=_numbers(_HIDDEN_UNITS, int),
         dropout=_numbers(_DROPOUT, float),
-        l2=_numbers(_L2, _penalty, what="float (or 'auto')"),
-        epochs=cli.EPOCHS.value or 50,
-        batch_size=cli.BATCH_SIZE.value or 256)
+        l2=_numbers(_L2, _penalty, what="float (or 'auto')"))
     print(summary)
     if any(row.get("error") for row in rows):
         raise SystemExit(1)

@@ -80,9 +80,9 @@ def main(argv):
     result = cli.call(
         "fine_tune", fine_tune.fine_tune,
         cli.HEAD_DIR, cli.DATASET_DIR, cli.OUTPUT_DIR, _UNFREEZE_FROM, _UNFREEZE_BLOCKS, cli.WEIGHTS,
-        cli.DATASET_FORMAT, cli.ALLOW_PICKLE, cli.OVERWRITE, cli.VALIDATION_SPLIT,
-        epochs=cli.EPOCHS.value or 5, learning_rate=_learning_rate(),
-        batch_size=cli.BATCH_SIZE.value or 32, seed=cli.SEED.value if cli.SEED.present else None)
+        cli.DATASET_FORMAT, cli.ALLOW_PICKLE, cli.OVERWRITE, cli.VALIDATION_SPLIT, cli.EPOCHS,
+        cli.BATCH_SIZE, learning_rate=_learning_rate(),
+        seed=cli.SEED.value if cli.SEED.present else None)
     print(fine_tune.format_summary(result))
 
 

@@ -45,13 +45,8 @@ def main(argv):
     from bottleneck_cache.pipeline import lab_pickles  # pylint: disable=g-import-not-at-top
 
     paths = cli.call("import_pickle", batch.expand_files, patterns=_PICKLES.value, flag="pickles")
-    results = cli.call(
-        "import_pickle",
-        lab_pickles.import_lab_pickles,
-        paths=paths,
-        output_dir=cli.OUTPUT_DIR.value,
-        overwrite=cli.OVERWRITE.value,
-    )
+    results = cli.call("import_pickle", lab_pickles.import_lab_pickles, cli.OUTPUT_DIR, cli.OVERWRITE,
+                       paths=paths)
     print(lab_pickles.format_summary(results))
 
 

@@ -49,7 +49,7 @@ def main(argv):
     from bottleneck_cache.classifiers import predict  # pylint: disable=g-import-not-at-top
 
     results = cli.call("predict", predict.predict, cli.HEAD_DIR, cli.WEIGHTS, _TOP_K, _DUMP_DIR,
-                       _DUMP_COUNT, inputs=inputs, batch_size=cli.BATCH_SIZE.value or 32)
+                       _DUMP_COUNT, cli.BATCH_SIZE, inputs=inputs)
     for result in results:
         print(predict.format_prediction(result))
     skipped = [result for result in results if result.skipped]
