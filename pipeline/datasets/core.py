@@ -122,8 +122,9 @@ class Split:
         """Decodes the sample at position `index` to a `(height, width, 3)` uint8 RGB array.
 
         Args:
-            index: a position into this split (not checked: `load` and `decode_images` check).
-            image_size: `(height, width)` of the returned image.
+            index: a position into this split.
+            image_size: `(height, width)` of the returned image, two positive ints (`load` and
+                `decode_images` check it first).
 
         Raises:
             DatasetError: the image file cannot be decoded (the message names the file).

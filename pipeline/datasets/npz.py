@@ -99,7 +99,7 @@ def _read_npz(path):
 
 
 def _npz_array(archive, key, path):
-    """Reads `archive[key]`; object arrays (which need pickles) raise errors.DatasetError."""
+    """Reads `archive[key]`; object arrays (which need pickles) raise DatasetError."""
     try:
         return archive[key]
     except ValueError as error:

@@ -47,7 +47,17 @@ class _DataOnlyUnpickler(pickle.Unpickler):
 
 
 def unpickle(path, encoding, allow_pickle=False):
-    """Loads a pickle: any pickle with `allow_pickle`, else plain data and NumPy arrays only."""
+    """Loads a dataset's pickle: any pickle with `allow_pickle`, else plain data and NumPy arrays only.
+
+    Args:
+        path: the pickle file.
+        encoding: how to decode Python 2 strings ("bytes" for CIFAR-10, "latin1" for the lab's pickles).
+        allow_pickle: use the plain unpickler, which can run code stored in the file.
+
+    Raises:
+        DatasetError: the file cannot be read or unpickled, or (without `allow_pickle`) names a global
+            that is not plain data; the message says why.
+    """
     try:
         with open(path, "rb") as f:
             if allow_pickle:
@@ -82,7 +92,11 @@ def load_data_pickle(source, encoding="latin1"):
 
 
 def pickled_item(mapping, key, path):
-    """Returns `mapping[key]`, accepting `str` or `bytes` keys (pickles from Python 2 have bytes)."""
+    """Returns `mapping[key]`, accepting `str` or `bytes` keys (pickles from Python 2 have bytes).
+
+    Raises:
+        DatasetError: `mapping` is not a dict holding `key`; the message names `path`.
+    """
     if isinstance(mapping, dict):
         for candidate in (key, key.encode()):
             if candidate in mapping:
