@@ -171,6 +171,17 @@ def test_fine_tune_from_a_layer(trained, tmp_path):
     assert result.num_trainable_layers == 3  # conv_pw_12, conv_dw_13, conv_pw_13.
 
 
+def test_settings():
+    settings = fine_tune.FineTuneSettings("runs/x_softmax", "data", unfreeze_blocks=2, weights="w.h5")
+    checked = settings.check()
+    assert checked.output_dir == os.path.normpath("runs/x_softmax") + "_fine_tuned"
+    assert checked.inputs == ("runs/x_softmax", "data", "w.h5")
+    assert settings.output_dir is None  # Frozen: check returns a copy.
+    assert fine_tune.FineTuneSettings("h", weights="none").inputs == ("h", None, None)
+    with pytest.raises(TypeError, match="unfreeze_block"):
+        fine_tune.fine_tune("runs/x_softmax", unfreeze_block=1)
+
+
 def test_bad_arguments_are_one_clear_error(trained, tmp_path):
     head_dir, dataset, weights = trained["head_dir"], trained["dataset"], trained["weights"]
     output = str(tmp_path / "out")
