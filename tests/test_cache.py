@@ -322,3 +322,30 @@ def test_writer_stops_before_the_disk_is_full(tmp_path, monkeypatch):
     monkeypatch.undo()
     np.testing.assert_array_equal(cache.read_cache(path).features, before)
     assert os.listdir(tmp_path) == ["a.h5"]
+
+
+@pytest.mark.parametrize("corruption, message", [
+    (_replace_dataset("class_names", np.array([[b"a", b"b", b"c"]])),
+     r"a\.h5 is corrupt: expected 1-D `class_names` and `filenames`\. Extract it again with extract_features"),
+    (_replace_dataset("views", np.zeros(10, dtype=np.float32)),
+     r"is corrupt: expected integer `views` of shape \(num_samples,\); received float32 \(10,\)\. Extract it again"),
+    (_replace_dataset("filenames", np.array([b"x"] * 9)),
+     r"expected `features`, `labels` and `filenames` to have one row per sample; received lengths "
+     r"\{'features': 10, 'labels': 10, 'views': 10, 'filenames': 9\}"),
+])
+def test_read_refuses_datasets_of_the_wrong_shape(tmp_path, corruption, message):
+    path = str(tmp_path / "a.h5")
+    write_cache(path)
+    edit(path, corruption)
+    with pytest.raises(cache.CacheError, match=message):
+        cache.read_cache(path)
+
+
+def test_merge_refuses_a_whole_cache_as_a_part(tmp_path):
+    path = str(tmp_path / "whole.h5")
+    write_cache(path)
+    metadata, _ = cache.read_metadata(path)
+    with pytest.raises(cache.CacheError, match=r"whole\.h5 is a whole cache, not a part: expected attribute "
+                       r"`part_samples` = \(start, stop, total\)\. Merge only the part files"):
+        cache.merge_parts([path], str(tmp_path / "merged.h5"), metadata, (0, 10, 10))
+    assert not os.path.exists(tmp_path / "merged.h5")
