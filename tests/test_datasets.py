@@ -1100,3 +1100,28 @@ def test_decode_images_errors(tmp_path):
         datasets.decode_images(split.image, [0], split.ids, (4, 4), on_bad_image="ignore")
     with pytest.raises(DatasetError, match=r"Expected image_size to be \(height, width\) with two positive"):
         datasets.decode_images(split.image, [0], split.ids, (0, 4))
+
+
+# --------------------------------------------------------------------------------------------------
+# Messages no other test reached (issue 14).
+
+
+def test_pickled_dataset_needs_allow_pickle(tmp_path):
+    path = _write_pickle(tmp_path / "train.p", np.zeros((2, 8, 8, 3), np.uint8), np.array([0, 1]))
+    with pytest.raises(DatasetError, match=r"^Expected allow_pickle=True to load the pickled dataset at "
+                       r"'.*train\.p'\. Received: allow_pickle=False\. Loading a pickle runs code"):
+        datasets.load_dataset(path, "pickle")
+
+
+def test_pickled_images_of_the_wrong_shape_are_refused(tmp_path):
+    path = _write_pickle(tmp_path / "train.p", np.zeros((2, 5), np.uint8), np.array([0, 1]))
+    with pytest.raises(DatasetError, match=r"Expected the images in '.*train\.p' to have shape \(num_samples, "
+                       r"height, width\) or \(num_samples, height, width, 1\|3\|4\)\. Received: shape \(2, 5\)"):
+        datasets.load_dataset(path, "pickle", allow_pickle=True)
+
+
+def test_mnist_folder_without_a_test_pair_is_refused(tmp_path):
+    _write_mnist(tmp_path, prefixes=("train", "extra"), counts=(2, 2))
+    with pytest.raises(DatasetError, match=r"Expected one IDX pair, or a train-\* pair and a t10k-\* \(or test-\*\) "
+                       r"pair, in '.*'\. Received pairs: \['extra', 'train'\]\. Keep only the train and test files"):
+        datasets.load_dataset(str(tmp_path), "mnist")
