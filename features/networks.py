@@ -327,7 +327,12 @@ def _construct(spec, weights, include_top, pooling, input_size):
     except Exception as error:  # Keras raises a bare Exception on a failed download.
         if weights == "imagenet" and "URL fetch failure" in str(error):
             raise _download_error(spec, error) from None
-        raise NetworkError(f"Could not build {spec.constructor_name}: {error}") from None
+        arguments = ", ".join(f"{name}={value!r}" for name, value in kwargs.items())
+        raise NetworkError(
+            f"Expected {spec.constructor_module}.{spec.constructor_name}({arguments}) to build the "
+            f"network. Received: {type(error).__name__}: {str(error).rstrip('.')}. Check --input_size, "
+            f"--layer and --weights for {spec.name}."
+        ) from None
     if weights not in ("imagenet", "none"):
         module = importlib.import_module(spec.constructor_module)
         if weights.lower().endswith(".npy") and hasattr(module, "load_npy_weights"):

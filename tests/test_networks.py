@@ -1,5 +1,6 @@
 """Tests of the network registry, parametrized over every entry."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -213,3 +214,12 @@ def test_extraction_preprocessing_does_not_import_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_constructor_error_says_what_was_asked():
+    # A spec that lets 16x16 through where Keras' VGG16 needs 32x32: Keras' own error is passed on.
+    spec = dataclasses.replace(networks.get_network("vgg16"), min_input_size=8)
+    with pytest.raises(networks.NetworkError, match=r"^Expected keras\.applications\.VGG16\(weights=None, "
+                       r"include_top=False, input_shape=\(16, 16, 3\), pooling='avg'\) to build the network\. "
+                       r"Received: ValueError: .*32.* Check --input_size, --layer and --weights for vgg16\.$"):
+        networks.build_feature_model(spec, weights="none", input_size=(16, 16))
