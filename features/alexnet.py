@@ -89,20 +89,22 @@ class LocalResponseNormalization(keras.layers.Layer):
 
 def _check_arguments(include_top, weights, input_shape, pooling):
     if weights == "imagenet":
-        raise networks.NetworkError(IMAGENET_HINT)
+        raise networks.NetworkError(f"Expected weights=None for AlexNet. Received: weights='imagenet'. "
+                                    f"{IMAGENET_HINT}")
     if weights is not None:
         raise networks.NetworkError(
-            f"Expected AlexNet(weights=None) (load bvlc-alexnet.npy with load_npy_weights). "
-            f"Received: weights={weights!r}."
+            f"Expected AlexNet(weights=None). Received: weights={weights!r}. Build it with "
+            f"weights=None, then load {WEIGHTS_FILENAME} with load_npy_weights(model, path)."
         )
     if include_top and tuple(input_shape) != (INPUT_SIZE, INPUT_SIZE, 3):
         raise networks.NetworkError(
-            f"AlexNet's fc layers need inputs of {INPUT_SIZE}x{INPUT_SIZE}x3. Received: "
+            f"Expected inputs of {INPUT_SIZE}x{INPUT_SIZE}x3 for AlexNet's fc layers. Received: "
             f"input_shape={tuple(input_shape)}. Drop --input_size, or take a conv layer."
         )
     if pooling not in (None, "avg", "max"):
         raise networks.NetworkError(
-            f"Expected pooling to be None, 'avg' or 'max'. Received: pooling={pooling!r}.")
+            f"Expected pooling to be None, 'avg' or 'max'. Received: pooling={pooling!r}. Pass one "
+            f"of them (--pooling=none, avg or max).")
 
 
 def AlexNet(  # pylint: disable=invalid-name  (named as the keras.applications constructors)

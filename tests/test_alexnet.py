@@ -137,7 +137,7 @@ def test_top_needs_227():
     with pytest.raises(networks.NetworkError, match=r"Layer 'fc7' is in the classifier top of "
                        r"alexnet, which needs the ImageNet input size 227. Received: input_size=67"):
         networks.build_feature_model(networks.get_network("alexnet"), "none", layer="fc7", input_size=(67, 67))
-    with pytest.raises(networks.NetworkError, match=r"AlexNet's fc layers need inputs of 227x227x3. "
+    with pytest.raises(networks.NetworkError, match=r"Expected inputs of 227x227x3 for AlexNet's fc layers. "
                        r"Received: input_shape=\(67, 67, 3\)"):
         alexnet.AlexNet(input_shape=(67, 67, 3))
 
@@ -293,3 +293,16 @@ def test_full_file_fc7_features(folder_dataset, tmp_path):
         assert loaded.features.shape == (count, 4096)
         assert loaded.metadata.layer == "fc7" and loaded.metadata.input_size == (227, 227)
         assert np.isfinite(loaded.features).all() and (loaded.features >= 0).all()  # ReLU
+
+
+def test_constructor_arguments_are_checked():
+    with pytest.raises(networks.NetworkError, match=r"^Expected weights=None for AlexNet\. Received: "
+                       r"weights='imagenet'\. Keras has no ImageNet weights for AlexNet"):
+        alexnet.AlexNet(include_top=False, weights="imagenet", input_shape=(67, 67, 3))
+    with pytest.raises(networks.NetworkError, match=r"^Expected AlexNet\(weights=None\)\. Received: "
+                       r"weights='bvlc-alexnet\.npy'\. Build it with weights=None, then load bvlc-alexnet\.npy "
+                       r"with load_npy_weights\(model, path\)\.$"):
+        alexnet.AlexNet(include_top=False, weights="bvlc-alexnet.npy", input_shape=(67, 67, 3))
+    with pytest.raises(networks.NetworkError, match=r"^Expected pooling to be None, 'avg' or 'max'\. Received: "
+                       r"pooling='sum'\. Pass one of them \(--pooling=none, avg or max\)\.$"):
+        alexnet.AlexNet(include_top=False, input_shape=(67, 67, 3), pooling="sum")
