@@ -12,6 +12,7 @@ import pytest
 from bottleneck_cache.features import engines
 from bottleneck_cache.features import extraction
 from bottleneck_cache.features import networks
+from bottleneck_cache.features import precision as precisions
 from bottleneck_cache.pipeline import cache
 
 CPU = engines.Device("cpu", 1, False, "cpu (no bf16 units)")
@@ -267,3 +268,22 @@ def test_openvino_leaves_absls_log_handler_in_place(tmp_path):
                             env={**os.environ, "BOTTLENECK_CACHE_HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['ABSLHandler']"
+
+
+@needs_openvino
+def test_int8_without_nncf_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOTTLENECK_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(engines, "nncf_installed", lambda: False)
+
+    def build():
+        import keras  # pylint: disable=g-import-not-at-top
+
+        inputs = keras.Input((8, 8, 3))
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+
+    batch = np.zeros((2, 8, 8, 3), np.float32)
+    calibration = precisions.Calibration("sample", lambda: batch, len(batch))
+    with pytest.raises(engines.EngineError, match=r"^Expected the nncf package to quantize the network for "
+                       r"--precision=int8\. Received: it is not installed\. Run: pip install nncf, or use "
+                       r"--precision=bfloat16, float32 or auto\.$"):
+        engines.create_engine("openvino", "int8", CPU, build, {"network": "tiny"}, calibration)
