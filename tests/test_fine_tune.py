@@ -248,3 +248,48 @@ def test_command_fine_tunes(trained, tmp_path):
     assert last.startswith("val_accuracy ") and "after fine-tuning (frozen-feature head: " in last
     assert "unfrozen from conv_dw_13 (2 layers)" in last
     assert str(output) in last and sorted(os.listdir(output)) == OUTPUT_FILES
+
+
+def _copied_head(trained, tmp_path, edit_config=None, edit_metrics=None):
+    """A copy of the trained head folder with its head_config.json and metrics.json edited."""
+    head_dir = str(tmp_path / "head")
+    shutil.copytree(trained["head_dir"], head_dir)
+    for name, edit in (("head_config.json", edit_config), ("metrics.json", edit_metrics)):
+        if edit is not None:
+            path = os.path.join(head_dir, name)
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            edit(data)
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+    return head_dir
+
+
+def test_head_without_its_metrics_or_caches_is_refused(trained, tmp_path):
+    output = str(tmp_path / "out")
+    head_dir = _copied_head(trained, tmp_path / "a", edit_metrics=lambda m: m.pop("val_accuracy"))
+    with pytest.raises(ValueError, match=r"^Expected .*metrics\.json, the metrics feature_extraction wrote "
+                       r"beside the head, with its val_accuracy\. Received: KeyError: 'val_accuracy'\. "
+                       r"Train the head again\.$"):
+        fine_tune.fine_tune(head_dir, trained["dataset"], output_dir=output, unfreeze_blocks=1,
+                            weights=trained["weights"])
+
+    def older_config(config):  # A head of a version that recorded its dataset only in the caches.
+        for key in ("dataset", "per_class", "dataset_digests"):
+            config.pop(key, None)
+
+    head_dir = _copied_head(trained, tmp_path / "b", older_config, lambda m: m.pop("training_file"))
+    with pytest.raises(ValueError, match=r"^Expected the train cache the head in .*head was trained on "
+                       r"\(not recorded\), to read its dataset, per_class, seed and digest from\. "
+                       r"Received: metrics\.json records no training_file\. Restore the cache"):
+        fine_tune.fine_tune(head_dir, trained["dataset"], output_dir=output, unfreeze_blocks=1,
+                            weights=trained["weights"])
+    assert not os.path.exists(output)
+
+
+def test_command_refuses_a_list_of_learning_rates(tmp_path):
+    result = _command(f"--head_dir={tmp_path}", f"--dataset_dir={tmp_path}", "--unfreeze_blocks=1",
+                      "--learning_rate=1e-3,1e-4", f"--output_dir={tmp_path / 'out'}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "fine_tune: error: Expected one number for --learning_rate. Received: 1e-3,1e-4.")
