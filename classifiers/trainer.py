@@ -91,14 +91,24 @@ class TrainedHead:
 
 
 def standardization(features):
-    """Per-feature mean and scale of `(n, D)` training features, as scikit-learn's StandardScaler.
+    """Per-feature mean and scale of `(n, D)` training features: standardization with a variance floor.
+
+    `scale_j = sqrt(var_j + mean_k var_k)`. A feature that varies more than the average is
+    all but standardized; one that varies much less is divided by about the average spread
+    rather than by its own, so it keeps its small relative size instead of being blown up to
+    unit variance (noise the head would fit), while the features' overall scale is fixed
+    (the lab's softmax undertrained raw VGG16 features). Against scikit-learn's
+    StandardScaler, on 8 real MobileNet and MobileNetV2 caches (`benchmarks/head_scaling.py`,
+    docs/speed.md), validation accuracy rose by 1.0 point on average for the softmax head and
+    0.3-0.4 for mlp and logreg; no head lost more than 0.2 points on any cache.
 
     Returns:
-        `(mean, scale)`, two `(D,)` float32 arrays; a constant feature gets scale 1.
+        `(mean, scale)`, two `(D,)` float32 arrays; scale 1 if every feature is constant.
     """
     flat = np.asarray(features).reshape(len(features), -1)
     mean = flat.mean(axis=0, dtype=np.float64)
-    scale = flat.std(axis=0, dtype=np.float64)
+    variance = flat.var(axis=0, dtype=np.float64)
+    scale = np.sqrt(variance + variance.mean())
     scale[scale < 10 * np.finfo(np.float64).eps] = 1.0
     return mean.astype(np.float32), scale.astype(np.float32)
 

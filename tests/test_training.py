@@ -83,7 +83,8 @@ def test_saved_head_reproduces_the_metrics(pair, tmp_path, head):
     train = cache.read_cache(pair[0])
     flat = train.features.reshape(len(train.labels), -1)
     np.testing.assert_allclose(saved.mean, flat.mean(axis=0), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(saved.scale, flat.std(axis=0), rtol=1e-5)
+    variance = flat.var(axis=0)
+    np.testing.assert_allclose(saved.scale, np.sqrt(variance + variance.mean()), rtol=1e-5)
     assert saved.settings["head"] == head and saved.class_names == ("class_0", "class_1", "class_2")
     assert [k.shape for k in saved.kernels] == ([(8, 256), (256, 3)] if head == "mlp" else [(8, 3)])
 
@@ -98,6 +99,21 @@ def test_training_imports_neither_tensorflow_nor_keras(pair, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                             timeout=120, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_standardization_has_a_variance_floor():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(500, 4)) * [10.0, 1.0, 0.01, 0.0] + [5.0, -1.0, 2.0, 3.0]
+    mean, scale = trainer.standardization(features)
+    assert mean.dtype == scale.dtype == np.float32
+    np.testing.assert_allclose(mean, features.mean(axis=0), rtol=1e-5, atol=1e-6)
+    floor = features.var(axis=0).mean()  # About 101 / 4.
+    np.testing.assert_allclose(scale, np.sqrt(features.var(axis=0) + floor), rtol=1e-5)
+    # The loud feature is all but standardized; the quiet and the constant one are divided by the
+    # average spread, not blown up to unit variance.
+    assert 0.85 < features[:, 0].std() / scale[0] < 1 and features[:, 2].std() / scale[2] < 0.01
+    assert scale[3] == pytest.approx(np.sqrt(floor), rel=1e-5)
+    np.testing.assert_array_equal(trainer.standardization(np.ones((5, 3)))[1], np.ones(3, np.float32))
 
 
 def test_evaluation_is_scikit_learns():
