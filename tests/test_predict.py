@@ -298,3 +298,24 @@ def test_command_prints_top_classes_and_lists_skipped_images(heads, tmp_path):
     assert f"{bad}: skipped (" in result.stdout
     assert lines[-1].startswith("Skipped 1 of 7 images that could not be decoded: ")
     assert len(os.listdir(tmp_path / "dump")) == 1
+
+
+def test_head_files_and_weights_are_checked_before_any_work(tmp_path):
+    (tmp_path / "head_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"^Expected .*head_config\.json to be the JSON written by "
+                       r"feature_extraction\. Received: .*\. Train the head again to rewrite it\.$"):
+        predict.read_head_config(str(tmp_path))
+    (tmp_path / "head.keras").write_bytes(b"not a zip archive")
+    with pytest.raises(ValueError, match=r"^Expected .*head\.keras to be the head saved by feature_extraction\. "
+                       r"Received: \w+: .*\. Train the head again\.$"):
+        predict.load_head(str(tmp_path), {"head_file": "head.keras"})
+    config = {"network": "vgg16", "weights": "file:mine.weights.h5", "weights_sha256": "ab12",
+              "preprocessing": "rgb; resize=nearest; keras.applications.vgg16.preprocess_input"}
+    with pytest.raises(ValueError, match=r"^Expected --weights=PATH to the weights file mine\.weights\.h5 "
+                       r"\(sha256 ab12\), the file this head's features were extracted with\. Received: "
+                       r"--weights=none\. Pass --weights=PATH to that file\.$"):
+        predict.resolve_weights(config, "none")
+    with pytest.raises(ValueError, match=r"^Expected this head's preprocessing 'rgb; resize=nearest; .*' to be "
+                       r"the one vgg16 uses now\. Received: 'rgb; resize=bilinear; .*'\. Extract the features "
+                       r"and train the head again with this version\.$"):
+        predict.build_network(config)
