@@ -70,7 +70,8 @@ def _read_history(history_csv):
         rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(
-            f"Expected at least one epoch in the history file {history_csv}. Received: no data rows."
+            f"Expected at least one epoch in the history file {history_csv}. Received: no data rows. "
+            "Pass the history.csv of a head that trained for at least one epoch."
         )
     return {name: np.array([_to_float(row.get(name)) for row in rows]) for name in rows[0]}
 
@@ -126,7 +127,7 @@ def _history_panels(history, history_csv):
     if not panels:
         raise ValueError(
             f"Expected loss or accuracy columns in the history file {history_csv}. Received columns: "
-            f"{sorted(history)}."
+            f"{sorted(history)}. Pass a history.csv written by feature_extraction (Keras' CSVLogger)."
         )
     return panels
 
@@ -174,31 +175,36 @@ def _check_predictions(labels, predictions, class_names):
     """
     class_names = [_to_text(name) for name in class_names]
     if not class_names:
-        raise ValueError("Expected at least one class name. Received: class_names=[].")
+        raise ValueError("Expected at least one class name. Received: class_names=[]. Pass the names "
+                         "that the labels index.")
     arrays = []
     for name, values in (("labels", labels), ("predictions", predictions)):
         values = np.asarray(values)
         if values.ndim != 1:
             raise ValueError(
-                f"Expected {name} of shape (num_samples,). Received: shape {values.shape}.")
+                f"Expected {name} of shape (num_samples,). Received: shape {values.shape}. Pass one "
+                "class index per sample.")
         if values.size and not np.issubdtype(values.dtype, np.integer):
             raise ValueError(
-                f"Expected integer class indices in {name}. Received: dtype {values.dtype}.")
+                f"Expected integer class indices in {name}. Received: dtype {values.dtype}. Pass "
+                "indices into class_names (e.g. the argmax of the scores).")
         values = values.astype(np.int64)
         outside = (values < 0) | (values >= len(class_names))
         if outside.any():
             raise ValueError(
                 f"Expected {name} in [0, {len(class_names)}) ({len(class_names)} class names). "
-                f"Received: {values[outside][0]} at index {int(np.flatnonzero(outside)[0])}."
+                f"Received: {values[outside][0]} at index {int(np.flatnonzero(outside)[0])}. Pass the "
+                "class names the indices were made with."
             )
         arrays.append(values)
     if len(arrays[0]) != len(arrays[1]):
         raise ValueError(
             f"Expected as many predictions as labels. Received: {len(arrays[0])} labels, "
-            f"{len(arrays[1])} predictions."
+            f"{len(arrays[1])} predictions. Pass one prediction per label."
         )
     if not len(arrays[0]):
-        raise ValueError("Expected at least one sample. Received: empty labels and predictions.")
+        raise ValueError("Expected at least one sample. Received: empty labels and predictions. Pass "
+                         "the labels and predictions of at least one image.")
     return arrays[0], arrays[1], class_names
 
 
@@ -333,14 +339,15 @@ def _results_columns(rows):
     """Returns `(jobs, accuracies)`, two lists, from `plot_results`' rows (see there for errors)."""
     rows = list(rows)
     if not rows:
-        raise ValueError("Expected at least one results row. Received: rows=[].")
+        raise ValueError("Expected at least one results row. Received: rows=[]. Pass the rows of a "
+                         "results file with at least one job.")
     jobs, accuracies = [], []
     for index, row in enumerate(rows):
         accuracy = _to_float(row.get("val_accuracy"))
         if "job" not in row or not math.isfinite(accuracy):
             raise ValueError(
                 f"Expected every results row to have a 'job' and a finite 'val_accuracy'. Received: "
-                f"row {index}: {row!r}."
+                f"row {index}: {row!r}. Fix or remove that row."
             )
         jobs.append(_to_text(row["job"]))
         accuracies.append(accuracy)
@@ -410,7 +417,7 @@ def write_misclassified(filenames, labels, predictions, class_names, path):
     if len(filenames) != len(labels):
         raise ValueError(
             f"Expected one filename per label. Received: {len(filenames)} filenames, "
-            f"{len(labels)} labels."
+            f"{len(labels)} labels. Pass the filenames in the order of the labels."
         )
     rows = [{"filename": _to_text(filenames[i]), "true": class_names[labels[i]],
              "predicted": class_names[predictions[i]]}

@@ -199,3 +199,48 @@ def test_plots_leave_no_pyplot_figure_open(tmp_path):
     reports.plot_results([{"job": "a", "val_accuracy": 0.5}], tmp_path / "results.png")
     pyplot = sys.modules.get("matplotlib.pyplot")
     assert pyplot is None or not pyplot.get_fignums()
+
+
+@pytest.mark.parametrize("labels, predictions, class_names, message", [
+    ([0], [0], [], r"^Expected at least one class name\. Received: class_names=\[\]\. Pass the names that "
+                   r"the labels index\.$"),
+    ([0.0, 1.0], [0, 1], CLASS_NAMES, r"^Expected integer class indices in labels\. Received: dtype float64\. "
+                                      r"Pass indices into class_names"),
+    ([0, 1, 3], [0, 1, 2], CLASS_NAMES, r"^Expected labels in \[0, 3\) \(3 class names\)\. Received: 3 at "
+                                        r"index 2\. Pass the class names the indices were made with\.$"),
+    ([[0, 1]], [[0, 1]], CLASS_NAMES, r"^Expected labels of shape \(num_samples,\)\. Received: shape \(1, 2\)\. "
+                                      r"Pass one class index per sample\.$"),
+    ([0, 1, 2], [0, 1], CLASS_NAMES, r"^Expected as many predictions as labels\. Received: 3 labels, 2 "
+                                     r"predictions\. Pass one prediction per label\.$"),
+    ([], [], CLASS_NAMES, r"^Expected at least one sample\. Received: empty labels and predictions\. Pass the "
+                          r"labels and predictions of at least one image\.$"),
+])
+def test_bad_predictions_messages(tmp_path, labels, predictions, class_names, message):
+    with pytest.raises(ValueError, match=message):
+        reports.write_class_report(labels, predictions, class_names, tmp_path / "report.csv")
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([], r"^Expected at least one results row\. Received: rows=\[\]\. Pass the rows of a results file"),
+    ([{"job": "a", "val_accuracy": 0.5}, {"val_accuracy": 0.5}],
+     r"^Expected every results row to have a 'job' and a finite 'val_accuracy'\. Received: row 1: "
+     r"\{'val_accuracy': 0\.5\}\. Fix or remove that row\.$"),
+])
+def test_plot_results_messages(tmp_path, rows, message):
+    with pytest.raises(ValueError, match=message):
+        reports.plot_results(rows, tmp_path / "results.png")
+    assert not (tmp_path / "results.png").exists()
+
+
+def test_history_and_misclassified_messages(tmp_path):
+    write_history(tmp_path / "history.csv", [[1, 0.5]], columns=("epoch", "lr"))
+    with pytest.raises(ValueError, match=r"^Expected loss or accuracy columns in the history file .*history\.csv\. "
+                       r"Received columns: \['epoch', 'lr'\]\. Pass a history\.csv written by feature_extraction"):
+        reports.plot_history(tmp_path / "history.csv", tmp_path / "history.png")
+    write_history(tmp_path / "empty.csv", [])
+    with pytest.raises(ValueError, match=r"^Expected at least one epoch in the history file .*empty\.csv\. "
+                       r"Received: no data rows\. Pass the history\.csv of a head that trained"):
+        reports.plot_history(tmp_path / "empty.csv", tmp_path / "history.png")
+    with pytest.raises(ValueError, match=r"^Expected one filename per label\. Received: 1 filenames, 2 labels\. "
+                       r"Pass the filenames in the order of the labels\.$"):
+        reports.write_misclassified(["a.jpg"], [0, 1], [1, 0], CLASS_NAMES, tmp_path / "wrong.csv")
