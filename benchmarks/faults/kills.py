@@ -35,14 +35,13 @@ from bottleneck_cache.pipeline import cache
 
 def split_state(output_dir, entries, target, total_parts):
     """`(description, category or None, finished parts)` of one split of an extraction."""
-    name = os.path.basename(target)
     done = os.path.exists(target)
-    folders = [e for e in entries if e.startswith(f".{name}.") and e.endswith(".parts")]
+    folders = [e for e in entries if cache.is_parts_folder(e, target)]
     if done and folders:
         return "merged, parts not yet removed", "after a merge, before cleanup", 0
     if done:
         return "done", None, 0
-    if any(e.startswith(f".{name}.") and e.endswith(".tmp") for e in entries):
+    if any(e.startswith(cache.working_prefix(target)) and e.endswith(".tmp") for e in entries):
         return "merging", "during a merge", 0
     if not folders:
         return None, None, 0
@@ -80,9 +79,8 @@ def progress_units(output_dir, targets, parts):
         if os.path.exists(targets[split]):
             units += parts[split] + 1
             continue
-        name = os.path.basename(targets[split])
         for entry in entries:
-            if entry.startswith(f".{name}.") and entry.endswith(".parts"):
+            if cache.is_parts_folder(entry, targets[split]):
                 with contextlib.suppress(OSError):
                     units += sum(f.startswith("part-") and f.endswith(".h5")
                                  for f in os.listdir(os.path.join(output_dir, entry)))
