@@ -24,6 +24,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from benchmarks import common  # pylint: disable=wrong-import-position
+from bottleneck_cache.pipeline import cache  # pylint: disable=wrong-import-position
 
 # Networks, and whether they run with their ImageNet weights file (else seeded random weights).
 NETWORKS = (("mobilenet_v2", True), ("mobilenet", True), ("mobilenet_v3_small", False))
@@ -64,7 +65,7 @@ def separate_runs(caches, runs):
     for train in sorted(glob.glob(os.path.join(caches, "*_train.h5"))):
         validation = train.replace("_train.h5", "_validation.h5")
         for head in HEADS:
-            name = os.path.basename(train)[: -len("_bottleneck_features_train.h5")]
+            name = cache.run_name(train)
             _run([_command("feature_extraction"), f"--training_file={train}",
                   f"--validation_file={validation}", f"--head={head}",
                   f"--output_dir={os.path.join(runs, f'{name}_{head}')}"])
