@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 
 import pytest
 from absl import flags
@@ -182,3 +183,16 @@ def test_two_workers_give_what_one_gives(caches, tmp_path):
     for mine, theirs in zip(two, one):
         assert mine["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-5) and not mine.get("error")
         assert mine["network"] == theirs["network"] and mine["dataset"] == theirs["dataset"]
+
+
+def test_validation_files_must_be_one_validation_cache_per_extraction(caches, tmp_path):
+    train = sorted(str(p) for p in caches.glob("*_train.h5"))
+    validation = sorted(str(p) for p in caches.glob("*_validation.h5"))
+    with pytest.raises(ValueError, match=r"^Expected only validation caches in --validation_file\. Received: "
+                       r".*_train\.h5, a train split\.$"):
+        batch.pair_caches(train, train)
+    copy = str(tmp_path / os.path.basename(validation[0]))
+    shutil.copy(validation[0], copy)
+    with pytest.raises(ValueError, match=r"^Expected one validation cache per extraction\. Received two for .*: "
+                       r".*_validation\.h5 and .*_validation\.h5\. Pass only one of them\.$"):
+        batch.pair_caches(train, validation + [copy])
