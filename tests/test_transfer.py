@@ -316,3 +316,11 @@ def test_command_help_and_required_flags():
     result = python_module("--source=a.keras")
     assert result.returncode == 1
     assert "Flag --target must have a value other than None" in result.stderr
+
+
+def test_a_model_file_of_another_kind_says_how_to_save_one(tmp_path):
+    with pytest.raises(ValueError, match=r"^Expected --source to be a Keras model file \(\.keras, or a legacy "
+                       r"\.h5\)\. Received: '.*model\.txt'\. Save the model with model\.save\('model\.keras'\)\.$"):
+        transfer.transfer_weights_file(str(tmp_path / "model.txt"), str(tmp_path / "target.keras"),
+                                       str(tmp_path / "out.keras"))
+    assert not os.listdir(tmp_path)
