@@ -275,3 +275,27 @@ def test_overwrite_replaces_a_damaged_cache(folder_dataset, tmp_path):
         extraction.extract_features("vgg16", **options)
     results = extraction.extract_features("vgg16", overwrite=True, **options)
     assert not results[0].reused and cache.read_cache(path).features.shape[0] == 12
+
+
+def test_each_refusal_of_the_output_checks_says_how_to_fix_it(tmp_path):
+    notes, folder, link = tmp_path / "notes.txt", tmp_path / "folder", tmp_path / "link"
+    notes.write_text("mine")
+    folder.mkdir()
+    link.symlink_to(folder)
+    new_folder = r"Pass a new folder \(it is created\), or one this tool wrote before\.$"
+    with pytest.raises(files.OutputError, match=r"^Expected --output_dir to be a folder\. Received: "
+                       r"'.*notes\.txt', which is a file\. " + new_folder):
+        files.check_output_dir(str(notes))
+    with pytest.raises(files.OutputError, match=r"^Expected --output_dir to be a folder\. Received: "
+                       r"'.*link', which is a symbolic link\. " + new_folder):
+        files.check_output_dir(str(link))
+    with pytest.raises(files.OutputError, match=r"^Expected --output to be a file\. Received: '.*folder', "
+                       r"which is a folder\. Pass a file path\.$"):
+        files.check_output_file(str(folder))
+    with pytest.raises(files.OutputError, match=r"^Expected --output to be a new file\. Received: '.*notes\.txt', "
+                       r"which exists\. Pass --overwrite to replace it, or choose another path\.$"):
+        files.check_output_file(str(notes))
+    with pytest.raises(files.OutputError, match=r"^Expected --dump_dir to be a folder\. Received: '.*notes\.txt', "
+                       r"which is a file\. Pass a folder path \(it is created if needed\)\.$"):
+        files.check_writable_dir(str(notes), "--dump_dir")
+    assert notes.read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["folder", "link", "notes.txt"]
