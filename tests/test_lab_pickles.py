@@ -274,3 +274,11 @@ def test_import_pickle_help_and_stray_arguments():
     assert "--pickles" in result.stdout and "--overwrite" in result.stdout
     with pytest.raises(app.UsageError, match="Too many command-line arguments: stray"):
         import_pickle.main(["import_pickle", "stray"])
+
+
+def test_import_refuses_a_pickle_named_twice(lab_pair, tmp_path):
+    train, _ = lab_pair
+    with pytest.raises(ValueError, match=r"^Expected one pickle per output cache\. Received: .*_train\.p, "
+                       r".*_train\.p, some of them twice\.$"):
+        lab_pickles.import_lab_pickles([train, train])
+    assert not os.path.exists(lab_pickles.cache_path(train))
