@@ -104,7 +104,8 @@ def _check_image(image):
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8 or 0 in image.shape:
         raise ValueError(
             f"Expected image to be a (height, width, 3) uint8 array. "
-            f"Received: shape {image.shape}, dtype {image.dtype}."
+            f"Received: shape {image.shape}, dtype {image.dtype}. Pass one RGB image as decoded, "
+            "before preprocessing."
         )
     return image
 
@@ -167,13 +168,15 @@ def augment_batch(images, transforms, seed, sample_indices, copy_index):
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(
             f"Expected images to be an (n, height, width, 3) uint8 array. "
-            f"Received: shape {images.shape}, dtype {images.dtype}."
+            f"Received: shape {images.shape}, dtype {images.dtype}. Pass a batch of RGB images as "
+            "decoded, before preprocessing."
         )
     sample_indices = np.asarray(sample_indices)
     if sample_indices.shape != (len(images),) or not _all_non_negative_ints(sample_indices):
         raise ValueError(
             f"Expected sample_indices to be {len(images)} non-negative integers, one per image. "
-            f"Received: shape {sample_indices.shape}, dtype {sample_indices.dtype}."
+            f"Received: shape {sample_indices.shape}, dtype {sample_indices.dtype}. Pass each "
+            "image's index in its split, which seeds its views."
         )
     seed = _check_int(seed, "seed", minimum=0)
     copy_index = _check_int(copy_index, "copy_index", minimum=1)
@@ -191,7 +194,8 @@ def _all_non_negative_ints(values):
 
 def _check_int(value, name, minimum):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"Expected {name} to be an integer >= {minimum}. Received: {value!r}.")
+        raise ValueError(f"Expected {name} to be an integer >= {minimum}. Received: {value!r}. Pass "
+                         f"e.g. {name}={minimum}.")
     return int(value)
 
 

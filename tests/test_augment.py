@@ -220,3 +220,25 @@ def test_module_does_not_import_tensorflow():
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module.split(".")[0])
     assert imported <= {"math", "numpy", "PIL"}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(images=np.zeros((2, 8, 8), np.uint8)),
+     r"^Expected images to be an \(n, height, width, 3\) uint8 array\. Received: shape \(2, 8, 8\), dtype uint8\. "
+     r"Pass a batch of RGB images as decoded, before preprocessing\.$"),
+    (dict(sample_indices=[0]),
+     r"^Expected sample_indices to be 2 non-negative integers, one per image\. Received: shape \(1,\), dtype "
+     r"int64\. Pass each image's index in its split, which seeds its views\.$"),
+    (dict(copy_index=0), r"^Expected copy_index to be an integer >= 1\. Received: 0\. Pass e\.g\. copy_index=1\.$"),
+])
+def test_augment_batch_messages_say_how_to_fix_them(kwargs, message):
+    arguments = dict(images=np.zeros((2, 8, 8, 3), np.uint8), transforms=ALL, seed=0, sample_indices=[0, 1],
+                     copy_index=1)
+    with pytest.raises(ValueError, match=message):
+        augment.augment_batch(**{**arguments, **kwargs})
+
+
+def test_augment_image_message_says_how_to_fix_it():
+    with pytest.raises(ValueError, match=r"^Expected image to be a \(height, width, 3\) uint8 array\. Received: "
+                       r"shape \(8, 8, 4\), dtype uint8\. Pass one RGB image as decoded, before preprocessing\.$"):
+        augment.augment_image(np.zeros((8, 8, 4), np.uint8), ALL, np.random.default_rng(0))
