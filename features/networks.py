@@ -237,7 +237,7 @@ def get_network(name):
     if spec is None:
         raise NetworkError(
             f"Unknown network {name!r}. Expected one of: {', '.join(sorted(registry))} "
-            f"(or the aliases {', '.join(sorted(ALIASES))})."
+            f"(or the aliases {', '.join(sorted(ALIASES))}). Pass one of them, e.g. --network=mobilenet_v2."
         )
     return spec
 
@@ -280,7 +280,8 @@ def weights_identity(weights):
     if not os.path.isfile(weights):
         raise NetworkError(
             f"Expected --weights to be 'imagenet', 'none', or a path to a weights file. "
-            f"Received: {weights!r}, which is not a file."
+            f"Received: {weights!r}, which is not a file. Check the path, or pass --weights=imagenet "
+            "or --weights=none."
         )
     digest = hashlib.sha256()
     with open(weights, "rb") as f:
@@ -364,7 +365,8 @@ def _load_weights_file(model, spec, path, include_top):
         raise NetworkError(
             f"Could not load weights from {path} into {spec.constructor_name}("
             f"include_top={include_top}): {str(error).splitlines()[0].rstrip(':.')}. Expected a Keras weights "
-            f"file saved from that architecture{'' if include_top else ' without its top'}."
+            f"file saved from that architecture{'' if include_top else ' without its top'}. Pass the "
+            f"weights file of {spec.name} (model.save_weights() of the same constructor)."
         )
 
 
@@ -383,7 +385,8 @@ def _layer_needs_top(spec, layer, input_size):
     with_top = [l.name for l in _construct(spec, "none", True, "avg", input_size).layers]
     if layer not in with_top:
         raise NetworkError(
-            f"{spec.name} has no layer named {layer!r}. Expected one of: {', '.join(with_top)}."
+            f"{spec.name} has no layer named {layer!r}. Expected one of: {', '.join(with_top)}. Pass "
+            "--layer=<one of them>, or leave --layer out for the pooled last block."
         )
     if input_size != (spec.input_size, spec.input_size):
         raise NetworkError(

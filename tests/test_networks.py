@@ -223,3 +223,21 @@ def test_constructor_error_says_what_was_asked():
                        r"include_top=False, input_shape=\(16, 16, 3\), pooling='avg'\) to build the network\. "
                        r"Received: ValueError: .*32.* Check --input_size, --layer and --weights for vgg16\.$"):
         networks.build_feature_model(spec, weights="none", input_size=(16, 16))
+
+
+def test_lookup_messages_say_how_to_fix_them(tmp_path):
+    with pytest.raises(networks.NetworkError, match=r"^Unknown network 'googlenet'\. Expected one of: .*\(or the "
+                       r"aliases inception, resnet, vgg\)\. Pass one of them, e\.g\. --network=mobilenet_v2\.$"):
+        networks.get_network("googlenet")
+    with pytest.raises(networks.NetworkError, match=r"Received: 'nope\.h5', which is not a file\. Check the path, "
+                       r"or pass --weights=imagenet or --weights=none\.$"):
+        networks.weights_identity("nope.h5")
+    path = str(tmp_path / "vgg.weights.h5")
+    networks.build_feature_model(networks.get_network("vgg16"), "none", input_size=(32, 32)).save_weights(path)
+    with pytest.raises(networks.NetworkError, match=r"Expected a Keras weights file saved from that architecture "
+                       r"without its top\. Pass the weights file of mobilenet \(model\.save_weights\(\) of the "
+                       r"same constructor\)\.$"):
+        networks.build_feature_model(networks.get_network("mobilenet"), path, input_size=(32, 32))
+    with pytest.raises(networks.NetworkError, match=r"^vgg16 has no layer named 'fc9'\. Expected one of: .*fc1, fc2, "
+                       r"predictions\. Pass --layer=<one of them>, or leave --layer out for the pooled last block\.$"):
+        networks.build_feature_model(networks.get_network("vgg16"), "none", "avg", layer="fc9", input_size=(224, 224))
