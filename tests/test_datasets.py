@@ -1125,3 +1125,20 @@ def test_mnist_folder_without_a_test_pair_is_refused(tmp_path):
     with pytest.raises(DatasetError, match=r"Expected one IDX pair, or a train-\* pair and a t10k-\* \(or test-\*\) "
                        r"pair, in '.*'\. Received pairs: \['extra', 'train'\]\. Keep only the train and test files"):
         datasets.load_dataset(str(tmp_path), "mnist")
+
+
+def test_gtsrb_class_folder_without_its_annotation_file(tmp_path):
+    root = _write_gtsrb(tmp_path / "nocsv")
+    os.remove(os.path.join(root, "Final_Training", "Images", "00001", "GT-00001.csv"))
+    with pytest.raises(DatasetError, match=r"^Expected the annotation file '.*GT-00001\.csv' for GTSRB class folder "
+                       r"'00001'\. Received: no such file\. Restore it, or use --dataset_format=folder to label by "
+                       r"folder\.$"):
+        datasets.load_dataset(root)
+
+
+def test_split_too_small_to_hold_out_a_validation_fraction():
+    split = _array_split([0])
+    with pytest.raises(DatasetError, match=r"^Expected split 'train' to be large enough to hold out a validation "
+                       r"fraction of 0\.5 \(unstratified\)\. Received: 1 samples in 1 classes; scikit-learn says: "
+                       r".*\. Change --validation_split or add examples\.$"):
+        datasets.split_validation(split, 0.5, seed=0)

@@ -319,3 +319,21 @@ def test_head_files_and_weights_are_checked_before_any_work(tmp_path):
                        r"the one vgg16 uses now\. Received: 'rgb; resize=bilinear; .*'\. Extract the features "
                        r"and train the head again with this version\.$"):
         predict.build_network(config)
+
+
+def test_head_file_whose_layers_do_not_chain_is_refused(heads, tmp_path):
+    from bottleneck_cache.classifiers import head_format  # pylint: disable=g-import-not-at-top
+
+    with np.load(os.path.join(heads["softmax"], "head.npz")) as data:
+        arrays = dict(data)
+    np.savez(tmp_path / "head.npz", **{**arrays, "kernel_0": arrays["kernel_0"][:, :2]})
+    with pytest.raises(ValueError, match=r"^Expected .*head\.npz to map \(512,\) features to 3 classes through its "
+                       r"layers\. Received: kernels \[\(512, 2\)\], mean \(512,\), activations .*\. Train the head "
+                       r"again\.$"):
+        head_format.load(str(tmp_path / "head.npz"))
+
+
+def test_missing_inputs_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"^Expected image files or folders\. Received: '.*missing\.jpg', which "
+                       r"does not exist\. Check the path\.$"):
+        predict.find_images([str(tmp_path / "missing.jpg")])
