@@ -96,7 +96,8 @@ def class_names(model):
             return list(layer.class_names)
     raise ValueError(
         f"Expected a model written by export_model, with a ClassNames layer. Received: {model.name!r} "
-        f"with layers {', '.join(layer.name for layer in model.layers)}."
+        f"with layers {', '.join(layer.name for layer in model.layers)}. Pass a model.keras that "
+        "export_model wrote."
     )
 
 

@@ -169,3 +169,10 @@ def test_command_writes_the_model(heads, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"Wrote {output}: vgg16 + logreg head" in result.stdout
     assert export.class_names(keras.models.load_model(str(output))) == CLASSES
+
+
+def test_class_names_of_a_model_not_exported_here():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="dense")], name="plain")
+    with pytest.raises(ValueError, match=r"^Expected a model written by export_model, with a ClassNames layer\. "
+                       r"Received: 'plain' with layers dense\. Pass a model\.keras that export_model wrote\.$"):
+        export.class_names(model)
