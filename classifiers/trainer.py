@@ -23,7 +23,9 @@ mlp, one `(batch, units)` uniform matrix per step, from the same generator; noth
 depends on how many heads train together.
 """
 
+import collections
 import dataclasses
+from concurrent import futures
 
 import numpy as np
 
@@ -139,6 +141,9 @@ MIN_CHUNK_ROWS = 16
 # Softmax stacks validate a block of epochs with one product; at most this many bytes of
 # weight snapshots and validation probabilities wait for it.
 VALIDATION_BLOCK_BYTES = 32 * 1024 * 1024
+# Without early stopping, validation comes in about this many blocks, all but the last
+# scored while later epochs train.
+VALIDATION_BLOCKS = 5
 
 
 def chunk_rows(inner, outer, count=None):
@@ -595,12 +600,55 @@ class _Run:
         return self.results
 
 
+class _Validator:
+    """Scores blocks of epochs from their snapshots and records them in order.
+
+    Without early stopping nothing waits on a block's scores, so a helper thread
+    computes them while the next epochs train (NumPy releases the GIL in its products
+    and array loops, so a second core, when free, takes the validation's share), and
+    each block is recorded once it and those before it are done. With early stopping,
+    a block is scored and recorded before training goes on: a stop changes the stack.
+    """
+
+    def __init__(self, stack, run, x_val, y_val, background):
+        self.stack, self.run, self.x_val, self.y_val = stack, run, x_val, y_val
+        self.waiting = collections.deque()
+        self.pool = futures.ThreadPoolExecutor(1) if background else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, pending):
+        """Scores `[(epoch, training means, snapshot)]`, now or in the helper thread."""
+        snapshots = [snapshot for _, _, snapshot in pending]
+        if self.pool is None:
+            self._record(pending, self.stack.validate(self.x_val, self.y_val, snapshots))
+        else:
+            self.waiting.append((pending, self.pool.submit(self.stack.validate, self.x_val, self.y_val,
+                                                            snapshots)))
+            self.drain(wait=False)
+
+    def drain(self, wait):
+        """Records the blocks scored so far, in order (all of them with `wait`)."""
+        while self.waiting and (wait or self.waiting[0][1].done()):
+            pending, scores = self.waiting.popleft()
+            self._record(pending, scores.result())
+
+    def _record(self, pending, scores):
+        self.run.record(self.stack, [(e, t, v, s) for (e, t, s), v in zip(pending, scores)])
+
+
 def train_stack(x_train, y_train, x_val, y_val, spec, log=None, stack_type=None):
     """Trains `spec.size` heads of one shape together on standardized features.
 
-    Validation scores each epoch's weights, as Keras' `fit` does; `SoftmaxStack`
-    scores a block of epochs at once (`validation_block`), from snapshots of those
-    epochs' weights, then records them in order. With early stopping, a block holds
+    Validation scores each epoch's weights, as Keras' `fit` does, from snapshots of
+    them: `SoftmaxStack` a block of epochs at once (`validation_block`) and, without
+    early stopping, in a helper thread beside the training of the next epochs
+    (`_Validator`); epochs are recorded in order. With early stopping, a block holds
     at most `spec.early_stopping` epochs; a head that stops inside one gets the
     history and weights it would get if validated after every epoch (the epochs
     trained past its stop are dropped).
@@ -623,17 +671,20 @@ def train_stack(x_train, y_train, x_val, y_val, spec, log=None, stack_type=None)
     stack = stack_type(spec, x_train.shape[1], rng)
     run = _Run(spec, log)
     block = stack.validation_block(spec.epochs, len(y_val))
-    block = min(block, spec.early_stopping) if spec.early_stopping else block
+    # Early stopping: a stop must be known within `patience` epochs. Without: blocks small
+    # enough to overlap training (only the last one waits at the end).
+    block = min(block, spec.early_stopping or -(-spec.epochs // VALIDATION_BLOCKS))
     batch = np.empty((min(spec.batch_size, len(y_train)), x_train.shape[1]), np.float32)
     pending = []
-    for epoch in range(spec.epochs):
-        pending.append((epoch, _train_epoch(stack, x_train, y_train, spec, rng, batch), stack.snapshot()))
-        if len(pending) == block or epoch == spec.epochs - 1:
-            validation = stack.validate(x_val, y_val, [snapshot for _, _, snapshot in pending])
-            run.record(stack, [(e, t, v, s) for (e, t, s), v in zip(pending, validation)])
-            pending = []
-            if not run.alive:
-                break
+    with _Validator(stack, run, x_val, y_val, background=not spec.early_stopping) as validator:
+        for epoch in range(spec.epochs):
+            pending.append((epoch, _train_epoch(stack, x_train, y_train, spec, rng, batch), stack.snapshot()))
+            if len(pending) == block or epoch == spec.epochs - 1:
+                validator.submit(pending)
+                pending = []
+                if not run.alive:
+                    break
+        validator.drain(wait=True)
     return run.finish(stack)
 
 

@@ -1,6 +1,7 @@
 """Tests of stage two, `classifiers.training.train_head`, on synthetic caches."""
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -347,6 +348,10 @@ def test_softmax_stack_trains_as_the_plain_layout_and_validates_in_blocks(early_
             assert len(fast.history) == len(plain.history) == fast.epochs_run
             for mine, theirs in zip(fast.history, plain.history):
                 assert mine.keys() == theirs.keys() and mine == pytest.approx(theirs, rel=1e-4, abs=1e-5)
+    lines = []  # One line per epoch, in order, also when blocks are scored in a helper thread.
+    alone = trainer.train_stack(x_train, y_train, x_val, y_val, dataclasses.replace(
+        spec, learning_rates=(0.1,), l2s=(0.0,), dropouts=(0.5,)), log=lines.append)[0]
+    assert [line.split(":")[0] for line in lines] == [f"Epoch {e + 1}/20" for e in range(alone.epochs_run)]
     epochs_run = [head.epochs_run for head in reference]
     if early_stopping:  # Heads stop at different epochs, inside validation blocks.
         assert min(epochs_run) < 20 and len(set(epochs_run)) > 1
