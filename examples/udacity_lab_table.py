@@ -79,7 +79,7 @@ flags.register_validator("datasets", lambda names: set(names) <= set(DATASETS),
                          f"Expected --datasets to be a comma list of {', '.join(DATASETS)}.")
 _HEADS = flags.DEFINE_list("heads", ["softmax", "logreg"], "Heads to train on every pair of caches.")
 _PER_CLASS = flags.DEFINE_integer("per_class", 100, "Training images per class.", lower_bound=1)
-_EPOCHS = flags.DEFINE_integer("epochs", 50, "Epochs of the Keras heads (the lab's 50).",
+_EPOCHS = flags.DEFINE_integer("epochs", 50, "Epochs of the softmax and mlp heads (the lab's 50).",
                                lower_bound=1)
 _FROM_PICKLES = flags.DEFINE_string(
     "from_pickles", None, "Folder of the lab's bottleneck pickles "
@@ -136,8 +136,8 @@ def _table_from_pickles(folder, output, settings):
         [(network, head, *(cells.get((network, column, head), "") for column in columns))
          for network in networks for head in _HEADS.value])
     common.write_results(output, (
-        f"Validation accuracy on the lab's bottleneck pickles in {folder} (Keras heads "
-        f"{_EPOCHS.value} epochs, Adam 1e-3, batch 256; {len(rows)} heads in {seconds:.1f} s):\n\n"
+        f"Validation accuracy on the lab's bottleneck pickles in {folder} (softmax and mlp "
+        f"heads {_EPOCHS.value} epochs, Adam 1e-3, batch 256; {len(rows)} heads in {seconds:.1f} s):\n\n"
         f"{table}\n"))
     print(f"Heads and results.md: {output}")
 
@@ -221,7 +221,8 @@ def main(argv):
     timing = common.markdown_table(["network", "dataset", "train images", "validation images", "extraction s",
                         *(f"{head} fit s" for head in _HEADS.value)], timing_rows)
     text = (f"Validation accuracy, {_PER_CLASS.value} training images per class, input 224, "
-            f"average pooling, Keras heads {_EPOCHS.value} epochs (Adam 1e-3, batch 256):\n\n{lab}\n\n"
+            f"average pooling, softmax and mlp heads {_EPOCHS.value} epochs (Adam 1e-3, batch 256):"
+            f"\n\n{lab}\n\n"
             f"Time per stage (stage two, all {len(rows)} heads in one process: "
             f"{heads_seconds:.1f} s):\n\n{timing}\n")
     common.write_results(output, text)
