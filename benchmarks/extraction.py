@@ -125,12 +125,10 @@ def _images(network, side, count, seed):
 
 
 def _build(network, side, seed, weights):
-    import keras  # pylint: disable=g-import-not-at-top
     from bottleneck_cache.features import networks  # pylint: disable=g-import-not-at-top
 
-    keras.utils.set_random_seed(seed)
     return networks.build_feature_model(networks.get_network(network), weights, "avg", None,
-                                        (side, side))
+                                        (side, side), seed=seed)
 
 
 def _engine_parts(config):
