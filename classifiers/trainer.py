@@ -373,6 +373,7 @@ class SoftmaxStack:
         self.grad_kernel_t, grad_bias = self.views(self.gradient)
         self.grad_bias = grad_bias[..., 0]
         self.scratch = np.empty_like(self.theta)
+        self.l2_any = bool(self.l2.any())
         per_head = np.repeat(self.lr, self.classes)
         self.rates = np.concatenate([np.repeat(per_head, self.dim), per_head]).astype(self.theta.dtype)
 
@@ -441,7 +442,8 @@ class SoftmaxStack:
         grad *= 1.0 / batch
         chunked_gradient(grad.reshape(-1, batch), x, out=self.grad_kernel_t)
         np.add.reduce(grad, axis=2, out=self.grad_bias)
-        sums[0] += batch * self._penalty_and_decay()
+        if self.l2_any:
+            sums[0] += batch * self._penalty_and_decay()
         if update:
             self._adam()
         return sums
@@ -455,17 +457,23 @@ class SoftmaxStack:
         rows = stacked.shape[1] // (self.dim + 1)
         kernels = stacked[:, :rows * self.dim].reshape(-1, self.dim)
         biases = stacked[:, rows * self.dim:].reshape(len(snapshots), -1, self.classes, 1)
-        logits = x_val @ kernels.T
-        probabilities = np.ascontiguousarray(logits.T).reshape(*biases.shape[:3], len(x_val))
-        probabilities += biases
-        _softmax_in_place(probabilities, -2)
-        sums = _class_major_sums(probabilities, self.eye[:, y_val], y_val, self.top5)
+        logits = np.ascontiguousarray((x_val @ kernels.T).T).reshape(*biases.shape[:3], len(x_val))
+        logits += biases
+        # The scores from the logits: the softmax is monotonic, and -log p_true = logsumexp - z_true.
+        true = np.add.reduce(logits * self.eye[:, y_val], axis=-2)
+        sums = np.empty((3, *true.shape[:-1]))
+        sums[1] = (logits.argmax(axis=-2) == y_val).sum(axis=-1)
+        sums[2] = ((np.add.reduce(logits > true[..., None, :], axis=-2) < 5).sum(axis=-1)
+                   if self.top5 else sums[1])
+        largest = np.maximum.reduce(logits, axis=-2, keepdims=True)
+        logits -= largest
+        np.exp(logits, out=logits)
+        loss = np.log(np.add.reduce(logits, axis=-2)) + largest[..., 0, :] - true
+        sums[0] = np.minimum(loss, -np.log(1e-7)).sum(axis=-1, dtype=np.float64)  # p clipped at 1e-7
         return sums.transpose(1, 0, 2) / len(y_val)
 
     def _penalty_and_decay(self):
         """Adds the L2 gradients to the kernels' gradient; returns each head's penalty `(heads,)`."""
-        if not self.l2.any():
-            return np.zeros(self.lr.size)
         kernels = self.kernel_t.reshape(self.lr.size, -1)
         gradient = self.grad_kernel_t.reshape(self.lr.size, -1)
         gradient += (2.0 * self.l2)[:, None] * kernels
