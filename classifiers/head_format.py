@@ -10,7 +10,7 @@ readable with `numpy.load(path, allow_pickle=False)`) holds:
 | `head` | str, () | `"softmax"`, `"mlp"` or `"logreg"` |
 | `class_names` | str, (C,) | output column `i` is class `class_names[i]` |
 | `feature_shape` | int64, (k,) | shape of one sample's features (flattened C-order to D values) |
-| `mean`, `scale` | float32, (D,) | standardization from the training features: `x' = (x - mean) / scale` |
+| `mean`, `scale` | float32, (D,) | the features' scaling, from the training features: `x' = (x - mean) / scale` (`trainer.standardization`, a standardization with a variance floor, since issue 11) |
 | `num_layers` | int64, () | L dense layers |
 | `kernel_<i>`, `bias_<i>` | float32, (fan_in, fan_out), (fan_out,) | layer `i` (0-based): `x @ kernel + bias` |
 | `activation_<i>` | str, () | `"relu"` between layers, `"softmax"` for the last |

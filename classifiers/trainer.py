@@ -12,8 +12,8 @@ Several heads of the same shape on the same features train as one stack: the fir
 layer's kernels sit side by side in one matrix, so one GEMM serves them all; the second
 layer (mlp) is a batched matmul (`DenseStack`). Softmax heads train in `SoftmaxStack`,
 the same arithmetic laid out for its skinny products (1,000 x 1280 features, 50 epochs:
-0.2 s of CPU became 0.07-0.1 s on one Zen 4 core; see docs/speed.md). Each head has its own Adam state,
-learning rate, L2 and dropout rate; all see the same minibatch order, initial weights
+0.18 s became 0.09-0.12 s on one Zen 4 core; see docs/speed.md). Each head has its own
+Adam state, learning rate, L2 and dropout rate; all see the same minibatch order, initial weights
 and dropout draws, so a head trained in a stack gets the weights it would get alone
 (to float rounding). A head that early-stops leaves the stack.
 
@@ -35,7 +35,7 @@ ADAM_BETA_2 = 0.999
 ADAM_EPSILON = 1e-7
 # BLAS threads by GEMM size (multiply-adds of the largest per-step product): below this
 # many, a second thread costs more in synchronization than it gains (measured on 2 Zen 4
-# vCPUs; see the README's stage-two benchmark).
+# vCPUs; see docs/speed.md, stage two).
 TWO_THREADS_FROM = 512 * 1024 * 1024
 
 
