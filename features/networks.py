@@ -260,8 +260,9 @@ def resolve_input_size(spec, input_size=None):
     size = spec.input_size if input_size is None else int(input_size)
     if size < spec.min_input_size:
         raise NetworkError(
-            f"{spec.name} needs inputs of at least {spec.min_input_size}x{spec.min_input_size} "
-            f"pixels. Received: input_size={size}. Pass --input_size={spec.min_input_size} or larger."
+            f"Expected --input_size >= {spec.min_input_size}: {spec.name} needs inputs of at least "
+            f"{spec.min_input_size}x{spec.min_input_size} pixels. Received: input_size={size}. "
+            f"Pass --input_size={spec.min_input_size} or larger."
         )
     return (size, size)
 
@@ -390,6 +391,7 @@ def _layer_needs_top(spec, layer, input_size):
         )
     if input_size != (spec.input_size, spec.input_size):
         raise NetworkError(
+            f"Expected no --input_size (or {spec.input_size}) for --layer={layer}. "
             f"Layer {layer!r} is in the classifier top of {spec.name}, which needs the ImageNet "
             f"input size {spec.input_size}. Received: input_size={input_size[0]}. Drop "
             "--input_size or pick another layer."

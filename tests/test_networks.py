@@ -241,3 +241,14 @@ def test_lookup_messages_say_how_to_fix_them(tmp_path):
     with pytest.raises(networks.NetworkError, match=r"^vgg16 has no layer named 'fc9'\. Expected one of: .*fc1, fc2, "
                        r"predictions\. Pass --layer=<one of them>, or leave --layer out for the pooled last block\.$"):
         networks.build_feature_model(networks.get_network("vgg16"), "none", "avg", layer="fc9", input_size=(224, 224))
+
+
+def test_input_size_messages_say_what_is_expected():
+    spec = networks.get_network("vgg16")
+    with pytest.raises(networks.NetworkError, match=r"^Expected --input_size >= 32: vgg16 needs inputs of at least "
+                       r"32x32 pixels\. Received: input_size=8\. Pass --input_size=32 or larger\.$"):
+        networks.resolve_input_size(spec, 8)
+    with pytest.raises(networks.NetworkError, match=r"^Expected no --input_size \(or 224\) for --layer=fc1\. Layer "
+                       r"'fc1' is in the classifier top of vgg16, which needs the ImageNet input size 224\. "
+                       r"Received: input_size=32\. Drop --input_size or pick another layer\.$"):
+        networks.build_feature_model(spec, "none", "avg", layer="fc1", input_size=(32, 32))
