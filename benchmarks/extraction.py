@@ -312,9 +312,9 @@ def write_jpeg_dataset(root, count, side, classes, seed):
 
 
 def extract_command(network, side, dataset, output, extra=()):
-    return [sys.executable, "-m", "bottleneck_cache.bin.extract_features", f"--network={network}", "--weights=none",
-            f"--input_size={side}", f"--dataset_dir={dataset}", f"--output_dir={output}",
-            "--validation_split=0.2", *extra]
+    return [sys.executable, "-m", "bottleneck_cache.bin.extract_features", f"--network={network}",
+            "--weights=none", f"--input_size={side}", f"--dataset_dir={dataset}", "--dataset=synthetic",
+            f"--output_dir={output}", "--validation_split=0.2", *extra]
 
 
 def whole_process(network, side, count, repeats, seed, scratch):
@@ -335,8 +335,7 @@ def whole_process(network, side, count, repeats, seed, scratch):
         if kind != "naive":
             from bottleneck_cache.pipeline import cache  # pylint: disable=g-import-not-at-top
 
-            name = [n for n in os.listdir(output) if n.endswith("_train.h5")][0]
-            path = os.path.join(output, name)
+            path = os.path.join(output, cache.cache_filename(network, "synthetic", "train"))
             chosen[kind] = (cache.read_metadata(path)[0].precision, cache.read_fidelity(path))
         shutil.rmtree(output, ignore_errors=True)
 

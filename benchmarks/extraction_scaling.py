@@ -107,8 +107,8 @@ def main(argv):
                 link_subset(paths, largest, folders[size], size)
 
         def command(size, output):
-            return [sys.executable, "-m", "bottleneck_cache.bin.extract_features", f"--network={_NETWORK.value}",
-                    "--weights=none", f"--input_size={_INPUT_SIZE.value}",
+            return [sys.executable, "-m", "bottleneck_cache.bin.extract_features",
+                    f"--network={_NETWORK.value}", "--weights=none", f"--input_size={_INPUT_SIZE.value}",
                     f"--dataset_dir={folders[size]}", f"--dataset=synthetic{size}",
                     f"--output_dir={output}", *_EXTRA.value]
 
