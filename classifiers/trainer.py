@@ -171,16 +171,19 @@ def chunked_matmul(a, b):
 
 
 def chunked_gradient(g, x, out):
-    """`out[...] = g @ x` for a skinny `(m, n)` `g` and `(n, D)` `x`: a sum over chunks of rows of `x`."""
-    rows, count = chunk_rows(x.shape[1], len(g), len(x)), len(x)
-    whole = count // rows * rows if rows else 0
-    if whole < 2 * rows or not rows:
+    """`out[...] = g @ x` for a skinny `(m, n)` `g` and `(n, D)` `x`, in chunks of the columns of `x`.
+
+    Each chunk writes its own columns of `out`: no temporary and no sum over chunks (chunks of
+    rows, summed, ran as fast here; one `(10, 256) @ (256, 1280)` product 1.4x slower).
+    """
+    width, dim = chunk_rows(len(x), len(g), x.shape[1]), x.shape[1]
+    whole = dim // width * width if width else 0
+    if whole < 2 * width or not width:
         return np.matmul(g, x, out=out)
-    parts = np.matmul(g[:, :whole].reshape(len(g), -1, rows).transpose(1, 0, 2),
-                      x[:whole].reshape(-1, rows, x.shape[1]))
-    np.add.reduce(parts, axis=0, out=out)
-    if whole < count:
-        out += g[:, whole:] @ x[whole:]
+    np.matmul(g, x[:, :whole].reshape(len(x), -1, width).transpose(1, 0, 2),
+              out=out[:, :whole].reshape(len(g), -1, width).transpose(1, 0, 2))
+    if whole < dim:
+        np.matmul(g, x[:, whole:], out=out[:, whole:])
     return out
 
 
