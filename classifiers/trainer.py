@@ -270,7 +270,12 @@ class DenseStack:
         """What `step`'s `onehot` takes for these labels: nothing (see `SoftmaxStack.onehot`)."""
         return None
 
-    def step(self, x, labels, uniform=None, update=True, onehot=None):  # pylint: disable=unused-argument
+    def epoch_scores(self, count):  # pylint: disable=unused-argument
+        """What `step`'s `scores` takes: nothing, each batch is scored in its step (see `SoftmaxStack`)."""
+        return None
+
+    def step(self, x, labels, uniform=None, update=True, onehot=None,  # pylint: disable=unused-argument
+             scores=None):
         """One Adam step on a batch (only the gradients without `update`).
 
         Returns:
@@ -434,12 +439,26 @@ class SoftmaxStack:
         """`(classes, n)` one-hot columns of `(n,)` labels (an epoch's, made once; `step` takes slices)."""
         return self.eye[:, labels]
 
-    def step(self, x, labels, uniform=None, update=True, onehot=None):  # pylint: disable=unused-argument
-        """One Adam step on a batch (only the gradients without `update`); see `DenseStack.step`."""
+    def epoch_scores(self, count):
+        """A `(heads, classes, count)` buffer for an epoch's probabilities (see `step`)."""
+        return np.empty((self.lr.size, self.classes, count), self.theta.dtype)
+
+    def step(self, x, labels, uniform=None, update=True, onehot=None,  # pylint: disable=unused-argument
+             scores=None):
+        """One Adam step on a batch (only the gradients without `update`); see `DenseStack.step`.
+
+        With `scores`, a `(heads, classes, batch)` slice of an `epoch_scores` buffer, the batch's
+        probabilities are kept there, to be scored with the whole epoch's (fewer NumPy calls), and
+        the sums returned hold the L2 penalty only.
+        """
         batch = len(x)
         probabilities = self.probabilities(x)
         onehot = self.eye[:, labels] if onehot is None else onehot
-        sums = _class_major_sums(probabilities, onehot, labels, self.top5)
+        if scores is None:
+            sums = _class_major_sums(probabilities, onehot, labels, self.top5)
+        else:
+            scores[...] = probabilities
+            sums = np.zeros((3, self.lr.size))
         grad = probabilities
         grad -= onehot
         grad *= 1.0 / batch
@@ -525,7 +544,7 @@ def _train_epoch(stack, x_train, y_train, spec, rng, batch):
     count = len(y_train)
     order = rng.permutation(count)
     labels = y_train[order]
-    onehot = stack.onehot(labels)
+    onehot, scores = stack.onehot(labels), stack.epoch_scores(count)
     sums = 0.0
     for start in range(0, count, spec.batch_size):
         end = min(start + spec.batch_size, count)
@@ -534,7 +553,10 @@ def _train_epoch(stack, x_train, y_train, spec, rng, batch):
         # Into one reused buffer (no page faults); mode="clip" spares take its bounds-check copy.
         x = np.take(x_train, order[start:end], axis=0, out=batch[:end - start], mode="clip")
         sums = sums + stack.step(x, labels[start:end], uniform,
-                                 onehot=None if onehot is None else onehot[:, start:end])
+                                 onehot=None if onehot is None else onehot[:, start:end],
+                                 scores=None if scores is None else scores[..., start:end])
+    if scores is not None:
+        sums = sums + _class_major_sums(scores, onehot, labels, spec.num_classes >= 5)
     return sums / count
 
 
