@@ -195,12 +195,18 @@ class CacheWriter:
         _fsync_folder(os.path.dirname(os.path.abspath(self.path)))
 
     def _discard(self):
-        """Closes and removes the temporary file (the target is left as it was)."""
+        """Closes and removes the temporary file (the target is left as it was).
+
+        The file is removed even when closing it fails (an interrupt can arrive while a
+        writer thread still holds the file), so an interrupted run leaves no `.tmp` behind.
+        """
         file = getattr(self, "_file", None)
-        if file is not None and file.id.valid:
-            file.close()
-        if os.path.exists(self._tmp_path):
-            os.remove(self._tmp_path)
+        try:
+            if file is not None and file.id.valid:
+                file.close()
+        finally:
+            if os.path.exists(self._tmp_path):
+                os.remove(self._tmp_path)
 
     def __enter__(self):
         return self
