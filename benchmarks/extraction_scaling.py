@@ -2,8 +2,8 @@
 
 Writes a synthetic class-folder dataset of small JPEGs (default 10 classes, 32x32 sources: CIFAR-like) in a
 temporary folder, with N, 4N and 16N images (default N=256; the smaller sets are hard links to part of the
-largest), and runs the `extract_features` command with its defaults (engine, precision and batch size chosen
-by the device; `--network=vgg16 --input_size=32 --weights=none` unless told otherwise) on each, as a
+largest), and runs the `extract_features` command with its defaults (engine and batch size chosen by the
+device; `--network=vgg16 --input_size=32 --weights=none --precision=float32` unless told otherwise) on each, as a
 subprocess, the way a user would. For each size it measures the wall time (start-up, decoding, the network,
 checkpoints and the HDF5 merge included) and the command's peak RSS (`/usr/bin/time -f %M`, else a wrapper
 that reads `RUSAGE_CHILDREN`).
@@ -14,7 +14,11 @@ printed apart. The marginal rate between the two largest sets, (16N - 4N) / (t16
 with start-up taken out.
 
 Prints a Markdown table (images | wall s | images/s | peak RSS MiB | RSS vs 1x) and whether the issue's
-target holds: peak memory at 16x within 10% of 1x. About 2-4 minutes on 2 vCPUs. Run from the repository root:
+target holds: peak memory at 16x within 10% of 1x. The precision is pinned to float32 because
+`--precision=auto` measures the lower precisions (and loads NNCF, ~200 MiB once) only from 960 images on, so
+1x and 16x would not run the same code (measured 2026-11-30, Zen 4: auto 381 / 604 / 605 MiB, float32
+379 / 385 / 396 MiB); pass `--extra_flags=--precision=auto` to see it. About 2-4 minutes on 2 vCPUs.
+Run from the repository root:
 
     .venv/bin/python benchmarks/extraction_scaling.py [--base_images=256] [--network=vgg16]
         [--input_size=32] [--repeats=1] [--keep]
@@ -45,7 +49,9 @@ _SOURCE_SIZE = flags.DEFINE_integer("source_size", 32, "Side of the JPEGs writte
 _CLASSES = flags.DEFINE_integer("classes", 10, "Class folders.", lower_bound=2)
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Runs per size (median wall time, max RSS).",
                                 lower_bound=1)
-_EXTRA = flags.DEFINE_list("extra_flags", [], "More extract_features flags, e.g. --engine=keras.")
+_EXTRA = flags.DEFINE_list(
+    "extra_flags", ["--precision=float32"], "More extract_features flags, e.g. --engine=keras "
+    "(they replace the default --precision=float32).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the images.")
 _KEEP = flags.DEFINE_boolean("keep", False, "Keep the temporary folder.")
 
