@@ -284,7 +284,8 @@ def test_each_refusal_of_the_output_checks_says_how_to_fix_it(tmp_path):
     link.symlink_to(folder)
     new_folder = r"Pass a new folder \(it is created\), or one this tool wrote before\.$"
     with pytest.raises(files.OutputError, match=r"^Expected --output_dir to be a folder\. Received: "
-                       r"'.*notes\.txt', which is a file\. " + new_folder):
+                       r"'.*notes\.txt', which is a file\. Pass a new folder \(it is created\), or one this "
+                       r"tool wrote before\.$"):
         files.check_output_dir(str(notes))
     with pytest.raises(files.OutputError, match=r"^Expected --output_dir to be a folder\. Received: "
                        r"'.*link', which is a symbolic link\. " + new_folder):
