@@ -60,7 +60,7 @@ MESSAGES = {
     'Expected {} to hold the': 'tests/test_datasets.py::test_folder_train_mismatch_names_training_folder',
     'Expected {} to be a head.npz': 'tests/test_predict.py::test_damaged_head_file_is_one_clear_error',
     'Expected {} in format': 'tests/test_cache.py::test_read_validates',
-    'Expected a Keras head, one': 'tests/test_networks.py::test_weights_file_of_another_network',
+    'Expected a Keras head, one': 'tests/test_error_messages.py::test_a_head_that_is_not_a_keras_head_is_refused',
     'Expected no --weights for this': 'tests/test_predict.py::test_bad_head_and_inputs_are_one_clear_error',
     'Expected --weights=PATH to the weights': 'tests/test_predict.py::test_head_files_and_weights_are_checked_before_any_work',
     'Expected --weights to be the': 'tests/test_bad_inputs.py::test_snapshot_sees_a_changed_or_removed_file',
@@ -674,3 +674,11 @@ def test_ray_executor_without_ray_says_how_to_install_it(monkeypatch):
                        r"installed\. Install it with pip install -e '\.\[ray\]' \(or pip install 'ray>=2\.9'\)\.$"):
         with jobs.ray_session():
             pass
+
+
+def test_a_head_that_is_not_a_keras_head_is_refused():
+    from bottleneck_cache.classifiers import heads  # pylint: disable=g-import-not-at-top
+
+    with pytest.raises(ValueError, match=r"^Expected a Keras head, one of \('softmax', 'mlp'\)\. Received: "
+                       r"head='logreg'\.$"):
+        heads.build_keras_head("logreg", (4,), 2)
