@@ -156,8 +156,8 @@ def decode_images(decode, indices, names, image_size, on_bad_image="skip", log=T
             continue
         kept.append(index)
     return DecodedImages(
-        images=batch if not skipped else batch[:len(kept)],
-        kept=indices if not skipped else np.asarray(kept, dtype=np.int64),
+        images=batch[:len(kept)],
+        kept=np.asarray(kept, dtype=np.int64),
         skipped=tuple(skipped),
         skipped_indices=np.asarray(skipped_indices, dtype=np.int64),
     )
