@@ -24,6 +24,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from benchmarks import common  # pylint: disable=wrong-import-position
+from bottleneck_cache.classifiers import batch  # pylint: disable=wrong-import-position
 from bottleneck_cache.pipeline import cache  # pylint: disable=wrong-import-position
 
 # Networks, and whether they run with their ImageNet weights file (else seeded random weights).
@@ -62,8 +63,9 @@ def extract_all(caches, input_size, folders, weights_of):
 def separate_runs(caches, runs):
     """The baseline: one `feature_extraction` process per job."""
     started = time.perf_counter()
-    for train in sorted(glob.glob(os.path.join(caches, "*_train.h5"))):
-        validation = train.replace("_train.h5", "_validation.h5")
+    pairs = batch.pair_caches(sorted(glob.glob(os.path.join(caches, "*_train.h5"))),
+                              sorted(glob.glob(os.path.join(caches, "*_validation.h5"))))
+    for train, validation in pairs:
         for head in HEADS:
             name = cache.run_name(train)
             _run([_command("feature_extraction"), f"--training_file={train}",

@@ -94,7 +94,7 @@ def write_synthetic(folder, network, dataset, rows, validation_rows, dim, classe
     means = (0.06 * rng.normal(size=(classes, dim))).astype(np.float32)
     paths = []
     for split, count, offset in (("train", rows, 0), ("validation", validation_rows, rows)):
-        path = os.path.join(folder, f"{network}_{dataset}_bottleneck_features_{split}.h5")
+        path = os.path.join(folder, cache.cache_filename(network, dataset, split))
         paths.append(path)
         if os.path.exists(path):
             continue
@@ -110,8 +110,8 @@ def write_synthetic(folder, network, dataset, rows, validation_rows, dim, classe
 def real_caches(workdir, data_dir, weights_dir):
     """MobileNetV2 caches of cifar10-mini in `workdir/real`, extracted if missing."""
     folder = os.path.join(workdir, "real")
-    stem = os.path.join(folder, "mobilenet_v2_cifar10_bottleneck_features")
-    paths = [f"{stem}_train.h5", f"{stem}_validation.h5"]
+    paths = [os.path.join(folder, cache.cache_filename("mobilenet_v2", "cifar10", split))
+             for split in ("train", "validation")]
     if not all(os.path.exists(p) for p in paths):
         weights = os.path.join(weights_dir, "mobilenet_v2_1.00_224_no_top.weights.h5")
         subprocess.run([sys.executable, "-m", "bottleneck_cache.bin.extract_features", "--network=mobilenet_v2",
